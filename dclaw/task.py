@@ -1,0 +1,122 @@
+"""The D'Claw TurnFixed task in plain numpy: one definition for the sim, the hardware and the tests.
+
+Follows ROBEL's `DClawTurnFixed-v0` (robel 0.1.2: `dclaw/turn.py`, `dclaw/base_env.py`,
+`components/robot/robot.py`, `robot_env.py`). Every function is batched over leading dimensions
+so the same code scores one real step, a batch of replayed transitions or imagined rollouts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+N_JOINTS = 9
+ACTION_DIM = N_JOINTS
+OBS_DIM = 21  # claw qpos (9), cos/sin valve (2), last action (9), target error (1)
+
+PHYSICS_TIMESTEP = 0.0025  # seconds, from the ROBEL model's <option timestep>
+FRAME_SKIP = 40
+CONTROL_PERIOD = PHYSICS_TIMESTEP * FRAME_SKIP  # 0.1 s: 10 Hz
+EPISODE_STEPS = 40  # T of the paper's Table 2 and ROBEL's default time limit
+
+# Joint ranges per finger (top, middle, bottom servo), ROBEL base_env.py `qpos_range`.
+JOINT_LOW = np.array([-0.48, -np.pi / 3, -np.pi / 2] * 3)
+JOINT_HIGH = np.array([0.48, np.pi / 3, np.pi / 2] * 3)
+# Position control de-normalises over the joint range (group_config.py: actuator_range = qpos_range).
+ACTION_CENTER = (JOINT_LOW + JOINT_HIGH) / 2
+ACTION_HALF_RANGE = (JOINT_HIGH - JOINT_LOW) / 2
+MAX_JOINT_SPEED = 2 * np.pi / 3  # rad/s, ROBEL `qvel_range`
+
+RESET_POSE = np.array([0.0, -np.pi / 3, np.pi / 3] * 3)
+INITIAL_VALVE_ANGLE = 0.0
+TARGET_VALVE_ANGLE = np.pi
+SUCCESS_THRESHOLD = 0.1  # rad
+BONUS_SMALL_THRESHOLD = 0.25  # rad
+HIGH_VELOCITY = 0.5  # rad/s; joint speeds at or above this are penalised
+
+# Observation layout: slices into the 21-vector.
+OBS_CLAW_QPOS = slice(0, 9)
+OBS_VALVE_COS = 9
+OBS_VALVE_SIN = 10
+OBS_LAST_ACTION = slice(11, 20)
+OBS_TARGET_ERROR = 20
+
+
+def wrap_angle(angle: np.ndarray | float) -> np.ndarray:
+    """Wraps angles to [-pi, pi), as ROBEL does with `np.mod(x + pi, 2 pi) - pi`."""
+    return np.mod(np.asarray(angle) + np.pi, 2 * np.pi) - np.pi
+
+
+def stored_target(target_angle: float = TARGET_VALVE_ANGLE) -> np.float32:
+    """The goal as ROBEL stores it: wrapped to [-pi, pi), then cast to float32.
+
+    The cast matters: float32(-pi) lies just below -pi, so with the valve at 0 ROBEL's observed
+    error is +3.1415926, not -pi. Keeping the cast keeps our observations equal to ROBEL's.
+    """
+    return np.float32(wrap_angle(target_angle))
+
+
+def target_error(valve_angle: np.ndarray | float, target: float | None = None) -> np.ndarray:
+    """Signed angle from the valve to the goal, wrapped to [-pi, pi)."""
+    goal = stored_target() if target is None else target
+    return wrap_angle(goal - np.asarray(valve_angle, dtype=np.float64))
+
+
+def action_to_joint_targets(action: np.ndarray) -> np.ndarray:
+    """Maps normalised actions in [-1, 1] to joint targets, clipped to the joint ranges."""
+    action = np.clip(action, -1.0, 1.0)
+    return np.clip(ACTION_CENTER + action * ACTION_HALF_RANGE, JOINT_LOW, JOINT_HIGH)
+
+
+def bound_joint_targets(
+    targets: np.ndarray, current_qpos: np.ndarray, dt: float = CONTROL_PERIOD
+) -> np.ndarray:
+    """Clips targets to the joint ranges, then limits each to MAX_JOINT_SPEED * dt from now.
+
+    Matches ROBEL's `_apply_action_bounds` for position control: the same safety bound is
+    enforced by the hardware backend before anything is written to the servos.
+    """
+    targets = np.clip(targets, JOINT_LOW, JOINT_HIGH)
+    step = np.clip(targets - current_qpos, -MAX_JOINT_SPEED * dt, MAX_JOINT_SPEED * dt)
+    return current_qpos + step
+
+
+def observation(
+    claw_qpos: np.ndarray, valve_angle: np.ndarray | float, last_action: np.ndarray
+) -> np.ndarray:
+    """Assembles the 21-value observation in ROBEL's key order."""
+    claw_qpos = np.asarray(claw_qpos, dtype=np.float64)
+    valve = np.asarray(valve_angle, dtype=np.float64)
+    batch = claw_qpos.shape[:-1]
+    obs = np.empty((*batch, OBS_DIM), dtype=np.float64)
+    obs[..., OBS_CLAW_QPOS] = claw_qpos
+    obs[..., OBS_VALVE_COS] = np.cos(valve)
+    obs[..., OBS_VALVE_SIN] = np.sin(valve)
+    obs[..., OBS_LAST_ACTION] = last_action
+    obs[..., OBS_TARGET_ERROR] = target_error(valve)
+    return obs
+
+
+def reward_terms(
+    claw_qpos: np.ndarray, claw_qvel: np.ndarray, target_err: np.ndarray
+) -> dict[str, np.ndarray]:
+    """ROBEL's `get_reward_dict` for the turn tasks, batched over leading dimensions."""
+    dist = np.abs(target_err)
+    fast = np.abs(claw_qvel) >= HIGH_VELOCITY
+    return {
+        "target_dist_cost": -5.0 * dist,
+        "pose_diff_cost": -np.linalg.norm(claw_qpos - RESET_POSE, axis=-1),
+        # The norm of only the joint speeds at or above the threshold.
+        "joint_vel_cost": -np.sqrt(np.sum(np.where(fast, claw_qvel**2, 0.0), axis=-1)),
+        "bonus_small": 10.0 * (dist < BONUS_SMALL_THRESHOLD),
+        "bonus_big": 50.0 * (dist < SUCCESS_THRESHOLD),
+    }
+
+
+def reward(claw_qpos: np.ndarray, claw_qvel: np.ndarray, target_err: np.ndarray) -> np.ndarray:
+    """Total reward: the sum of `reward_terms`."""
+    return sum(reward_terms(claw_qpos, claw_qvel, target_err).values())
+
+
+def success(target_err: np.ndarray) -> np.ndarray:
+    """ROBEL's success score: the valve within SUCCESS_THRESHOLD of the goal."""
+    return np.abs(target_err) < SUCCESS_THRESHOLD
