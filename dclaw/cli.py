@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -46,6 +47,9 @@ def sim(
     ] = None,
 ) -> None:
     """Run a random or zero policy on the simulated DClawTurnFixed-v0 and print the returns."""
+    if render is not None and "MUJOCO_GL" not in os.environ and "DISPLAY" not in os.environ:
+        # Headless: MuJoCo's default (GLFW) needs a display; EGL renders offscreen.
+        os.environ["MUJOCO_GL"] = "egl"
     from sim.demo import run_demo
 
     try:

@@ -21,7 +21,8 @@ EPISODE_STEPS = 40  # T of the paper's Table 2 and ROBEL's default time limit
 # Joint ranges per finger (top, middle, bottom servo), ROBEL base_env.py `qpos_range`.
 JOINT_LOW = np.array([-0.48, -np.pi / 3, -np.pi / 2] * 3)
 JOINT_HIGH = np.array([0.48, np.pi / 3, np.pi / 2] * 3)
-# Position control de-normalises over the joint range (group_config.py: actuator_range = qpos_range).
+# Position control de-normalises over the joint range
+# (ROBEL group_config.py: actuator_range = qpos_range).
 ACTION_CENTER = (JOINT_LOW + JOINT_HIGH) / 2
 ACTION_HALF_RANGE = (JOINT_HIGH - JOINT_LOW) / 2
 MAX_JOINT_SPEED = 2 * np.pi / 3  # rad/s, ROBEL `qvel_range`
@@ -39,6 +40,12 @@ OBS_VALVE_COS = 9
 OBS_VALVE_SIN = 10
 OBS_LAST_ACTION = slice(11, 20)
 OBS_TARGET_ERROR = 20
+
+
+def _clip(x: np.ndarray, low, high) -> np.ndarray:
+    # np.minimum/np.maximum: same result as np.clip at a third of its call overhead, which
+    # matters at 40 calls per simulated second of a 10 Hz loop.
+    return np.minimum(np.maximum(x, low), high)
 
 
 def wrap_angle(angle: np.ndarray | float) -> np.ndarray:
@@ -63,8 +70,8 @@ def target_error(valve_angle: np.ndarray | float, target: float | None = None) -
 
 def action_to_joint_targets(action: np.ndarray) -> np.ndarray:
     """Maps normalised actions in [-1, 1] to joint targets, clipped to the joint ranges."""
-    action = np.clip(action, -1.0, 1.0)
-    return np.clip(ACTION_CENTER + action * ACTION_HALF_RANGE, JOINT_LOW, JOINT_HIGH)
+    action = _clip(action, -1.0, 1.0)
+    return _clip(ACTION_CENTER + action * ACTION_HALF_RANGE, JOINT_LOW, JOINT_HIGH)
 
 
 def bound_joint_targets(
@@ -75,24 +82,30 @@ def bound_joint_targets(
     Matches ROBEL's `_apply_action_bounds` for position control: the same safety bound is
     enforced by the hardware backend before anything is written to the servos.
     """
-    targets = np.clip(targets, JOINT_LOW, JOINT_HIGH)
-    step = np.clip(targets - current_qpos, -MAX_JOINT_SPEED * dt, MAX_JOINT_SPEED * dt)
-    return current_qpos + step
+    targets = _clip(targets, JOINT_LOW, JOINT_HIGH)
+    max_step = MAX_JOINT_SPEED * dt
+    return current_qpos + _clip(targets - current_qpos, -max_step, max_step)
 
 
 def observation(
-    claw_qpos: np.ndarray, valve_angle: np.ndarray | float, last_action: np.ndarray
+    claw_qpos: np.ndarray,
+    valve_angle: np.ndarray | float,
+    last_action: np.ndarray,
+    target_err: np.ndarray | float | None = None,
+    dtype: type = np.float64,
 ) -> np.ndarray:
-    """Assembles the 21-value observation in ROBEL's key order."""
-    claw_qpos = np.asarray(claw_qpos, dtype=np.float64)
+    """Assembles the 21-value observation in ROBEL's key order.
+
+    `target_err` may be passed when the caller has it already (it is `target_error(valve)`).
+    """
+    claw_qpos = np.asarray(claw_qpos)
     valve = np.asarray(valve_angle, dtype=np.float64)
-    batch = claw_qpos.shape[:-1]
-    obs = np.empty((*batch, OBS_DIM), dtype=np.float64)
+    obs = np.empty((*claw_qpos.shape[:-1], OBS_DIM), dtype=dtype)
     obs[..., OBS_CLAW_QPOS] = claw_qpos
     obs[..., OBS_VALVE_COS] = np.cos(valve)
     obs[..., OBS_VALVE_SIN] = np.sin(valve)
     obs[..., OBS_LAST_ACTION] = last_action
-    obs[..., OBS_TARGET_ERROR] = target_error(valve)
+    obs[..., OBS_TARGET_ERROR] = target_error(valve) if target_err is None else target_err
     return obs
 
 
@@ -101,12 +114,13 @@ def reward_terms(
 ) -> dict[str, np.ndarray]:
     """ROBEL's `get_reward_dict` for the turn tasks, batched over leading dimensions."""
     dist = np.abs(target_err)
-    fast = np.abs(claw_qvel) >= HIGH_VELOCITY
+    pose_diff = claw_qpos - RESET_POSE
+    fast_sq = claw_qvel * claw_qvel
+    fast_sq *= fast_sq >= HIGH_VELOCITY**2  # only joints at or above the speed threshold count
     return {
         "target_dist_cost": -5.0 * dist,
-        "pose_diff_cost": -np.linalg.norm(claw_qpos - RESET_POSE, axis=-1),
-        # The norm of only the joint speeds at or above the threshold.
-        "joint_vel_cost": -np.sqrt(np.sum(np.where(fast, claw_qvel**2, 0.0), axis=-1)),
+        "pose_diff_cost": -np.sqrt(np.sum(pose_diff * pose_diff, axis=-1)),
+        "joint_vel_cost": -np.sqrt(np.sum(fast_sq, axis=-1)),
         "bonus_small": 10.0 * (dist < BONUS_SMALL_THRESHOLD),
         "bonus_big": 50.0 * (dist < SUCCESS_THRESHOLD),
     }

@@ -8,6 +8,7 @@ textures are symlinked), so nothing of ROBEL is copied into this repository.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -36,7 +37,7 @@ def robel_root() -> Path:
 
 
 def cache_dir() -> Path:
-    """Where the loadable copy lives: $DCLAW_CACHE_DIR, else $XDG_CACHE_HOME/dclaw, else ~/.cache."""
+    """Where the loadable copy lives: $DCLAW_CACHE_DIR, else the user cache dir + /dclaw."""
     if env := os.environ.get("DCLAW_CACHE_DIR"):
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -69,8 +70,6 @@ def _mirror(root: Path, dest: Path) -> None:
                 tmp.write_bytes(_XML_DECLARATION.sub(b"", src.read_bytes()))
                 os.replace(tmp, out)  # atomic: concurrent first runs never see half a file
             elif not out.exists():
-                try:
+                with contextlib.suppress(FileExistsError):  # another process made it first
                     out.symlink_to(src)
-                except FileExistsError:
-                    pass
     (dest / ".complete").touch()

@@ -5,7 +5,7 @@ The task's numbers and functions come from `dclaw.task`; this module only moves 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium
 import mujoco
@@ -17,7 +17,7 @@ from sim.assets import model_path
 
 VALVE_JOINT = "valve_OBJRx"
 TARGET_BODY = "target"
-DEFAULT_CAMERA = "targeting"
+DEFAULT_CAMERA = "object_target"  # looks down on the valve from above the claw
 
 
 class RenderUnavailableError(RuntimeError):
@@ -30,7 +30,10 @@ class DClawTurnFixedEnv(gymnasium.Env):
     Use `gymnasium.make("DClawTurnFixed-v0")`, which adds the 40-step time limit.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": round(1 / task.CONTROL_PERIOD)}
+    metadata: ClassVar[dict] = {
+        "render_modes": ["rgb_array"],
+        "render_fps": round(1 / task.CONTROL_PERIOD),
+    }
 
     def __init__(self, render_mode: str | None = None, width: int = 480, height: int = 480):
         if render_mode not in (None, "rgb_array"):
@@ -54,9 +57,12 @@ class DClawTurnFixedEnv(gymnasium.Env):
         self._renderer: mujoco.Renderer | None = None
 
         self.action_space = spaces.Box(-1.0, 1.0, shape=(task.ACTION_DIM,), dtype=np.float32)
-        self.observation_space = spaces.Box(
-            -np.inf, np.inf, shape=(task.OBS_DIM,), dtype=np.float32
-        )
+        # Claw joints cannot pass +-pi (the model's hard limits are tighter); cos, sin and
+        # actions lie in [-1, 1]; the error is wrapped to [-pi, pi].
+        high = np.ones(task.OBS_DIM, dtype=np.float32)
+        high[task.OBS_CLAW_QPOS] = np.pi
+        high[task.OBS_TARGET_ERROR] = np.pi
+        self.observation_space = spaces.Box(-high, high, dtype=np.float32)
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -79,9 +85,9 @@ class DClawTurnFixedEnv(gymnasium.Env):
         self.data.qvel[self._valve_dof] = valve_vel
         mujoco.mj_forward(self.model, self.data)
 
-    def _observation(self) -> np.ndarray:
-        obs = task.observation(self.claw_qpos, self.valve_angle, self._last_action)
-        return obs.astype(np.float32)
+    def _observation(self, err: float) -> np.ndarray:
+        qpos, valve = self.claw_qpos, self.valve_angle
+        return task.observation(qpos, valve, self._last_action, err, dtype=np.float32)
 
     # -- gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -89,23 +95,24 @@ class DClawTurnFixedEnv(gymnasium.Env):
         mujoco.mj_resetData(self.model, self.data)
         self.set_state(task.RESET_POSE, task.INITIAL_VALVE_ANGLE)
         self._last_action = np.zeros(task.ACTION_DIM, dtype=np.float32)
-        err = task.target_error(self.valve_angle, self._goal)
-        return self._observation(), {"success": bool(task.success(err)), "target_error": err}
+        err = float(task.target_error(self.valve_angle, self._goal))
+        return self._observation(err), {"success": bool(task.success(err)), "target_error": err}
 
     def step(self, action: np.ndarray):
-        action = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
+        action = np.asarray(action, dtype=np.float32)
         if action.shape != (task.ACTION_DIM,):
             raise ValueError(f"action must have shape ({task.ACTION_DIM},), got {action.shape}")
+        action = np.minimum(np.maximum(action, -1.0), 1.0)  # ROBEL keeps the clipped action
         targets = task.bound_joint_targets(task.action_to_joint_targets(action), self.claw_qpos)
         self.data.ctrl[self._claw] = targets
         mujoco.mj_step(self.model, self.data, nstep=task.FRAME_SKIP)
         self._last_action = action
 
-        err = task.target_error(self.valve_angle, self._goal)
+        err = float(task.target_error(self.valve_angle, self._goal))
         terms = task.reward_terms(self.claw_qpos, self.claw_qvel, err)
         reward = float(sum(terms.values()))
-        info = {"success": bool(task.success(err)), "target_error": float(err), **terms}
-        return self._observation(), reward, False, False, info
+        info = {"success": bool(task.success(err)), "target_error": err, **terms}
+        return self._observation(err), reward, False, False, info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
