@@ -1,0 +1,39 @@
+"""docker-compose.yml, checked by parsing (no Docker engine runs here)."""
+
+from pathlib import Path
+
+import typer
+import yaml
+
+from dclaw.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _compose() -> dict:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def test_every_dclaw_command_in_compose_exists_in_the_cli():
+    group = typer.main.get_command(app)
+    ctx = group.make_context("dclaw", [], resilient_parsing=True)
+    checked = 0
+    for name, service in _compose()["services"].items():
+        cmd = service.get("command")
+        if not cmd or cmd[0] != "dclaw":
+            continue
+        sub = group.get_command(ctx, cmd[1])
+        assert sub is not None, f"service {name}: `dclaw {cmd[1]}` is not a CLI command"
+        # Options must parse as the CLI defines them.
+        sub.make_context(cmd[1], list(cmd[2:]), parent=ctx)
+        checked += 1
+    assert checked >= 1
+
+
+def test_images_build_with_the_readme_install():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "make install" in dockerfile
+    assert "make demo" in (REPO / "README.md").read_text()
+    for name, service in _compose()["services"].items():
+        if "build" in service:
+            assert service["build"] in (".", {"context": "."}), name
