@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +19,7 @@ app = typer.Typer(
 )
 
 
-class SimPolicy(str, Enum):
+class SimPolicy(StrEnum):
     random = "random"
     zero = "zero"
 
