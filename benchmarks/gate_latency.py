@@ -87,7 +87,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     for dtype in ("float32", "bfloat16"):
-        config = make_config("dclaw-paper", gate__compute_dtype=dtype)
+        config = make_config("dclaw-paper", gate__compute_dtype=dtype, gate__horizon=40)
         model, mb, mf, init = build(config, args.device)
         times = time_calls(partial(decide, model, mb, mf, init, config.gate), args.repeats)
         g = config.gate
@@ -97,7 +97,7 @@ def main() -> None:
             f"{statistics.median(times):.3f} s (min {min(times):.3f}, max {max(times):.3f})"
         )
     print("breakdown (float32):")
-    config = make_config("dclaw-paper")
+    config = make_config("dclaw-paper", gate__horizon=40)
     breakdown(config, *build(config, args.device), repeats=max(3, args.repeats // 2))
 
 

@@ -1,0 +1,195 @@
+"""Unified RL (Alg. 1) as an object: the trainer of one run calls it once per episode.
+
+    agent = UnifiedAgent(make_config("dclaw-paper"))
+    record = agent.decide()                      # which policy runs the next episode
+    ... run agent.policy(record.choice) for T steps ...
+    stats = agent.observe_episode(obs, actions, rewards)   # buffer + all updates
+
+Algorithm "unified" trains SAC, the dynamics model and the model-based policy and lets the EPS
+gate choose; the ablations use the same code: "sac" never touches the model-based parts and
+always runs MF, "mbrl" skips SAC and always runs MB. Until `warmup_episodes` episodes are in the
+buffer nothing is trained and the (untrained, stochastic) MF policy runs, reason "warm-up".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+import torch
+
+from learner import gate
+from learner.buffer import EpisodeBuffer
+from learner.config import AgentConfig, config_to_dict, resolve_device
+from learner.dynamics import DynamicsModel, DynamicsTrainer
+from learner.gate import MB, MF, GateRecord
+from learner.mb_policy import MBPolicyLearner
+from learner.networks import TanhGaussianPolicy
+from learner.sac import SAC
+
+log = logging.getLogger(__name__)
+
+
+class UnifiedAgent:
+    """SAC, the dropout-LSTM model, the model-based policy and the gate over one buffer."""
+
+    def __init__(self, config: AgentConfig):
+        self.config = config
+        self.device = torch.device(resolve_device(config.device))
+        torch.manual_seed(config.seed)  # network initialisation and sampling noise
+        self.generator = torch.Generator().manual_seed(config.seed)  # buffer and mask draws
+        # Rollout lengths left as None in the config are the episode length T.
+        steps = config.episode_steps
+        c = dataclasses.replace(
+            config,
+            gate=dataclasses.replace(config.gate, horizon=config.gate.horizon or steps),
+            mb_policy=dataclasses.replace(
+                config.mb_policy, horizon=config.mb_policy.horizon or steps
+            ),
+        )
+        self.resolved_config = c
+        self.buffer = EpisodeBuffer(c.obs_dim, c.act_dim, c.episode_steps, self.device)
+        # The MF policy exists in every algorithm: it is the warm-up policy too.
+        self.sac = SAC(c.obs_dim, c.act_dim, c.sac, c.gamma, self.device)
+        self.model: DynamicsModel | None = None
+        self.model_trainer: DynamicsTrainer | None = None
+        self.mb: MBPolicyLearner | None = None
+        if self.uses_model:
+            self.model = DynamicsModel(c.obs_dim, c.act_dim, c.dynamics).to(self.device)
+            self.model_trainer = DynamicsTrainer(self.model, c.dynamics)
+            self.mb = MBPolicyLearner(c.obs_dim, c.act_dim, c.mb_policy, c.gamma, self.device)
+        self.versions = {MF: 0, MB: 0}
+        self.recent_choices: deque[str] = deque(maxlen=max(1, c.gate.mf_every))
+        self.episodes_seen = 0
+
+    @property
+    def uses_model(self) -> bool:
+        return self.config.algorithm in ("unified", "mbrl")
+
+    @property
+    def uses_sac(self) -> bool:
+        return self.config.algorithm in ("unified", "sac")
+
+    @property
+    def learning_started(self) -> bool:
+        return len(self.buffer) >= self.config.warmup_episodes
+
+    # -- Alg. 1, lines 3-4 and 14 ---------------------------------------------------------------
+    def observe_episode(
+        self, obs: Any, actions: Any, rewards: Any, terminated: bool = False
+    ) -> dict[str, float]:
+        """Adds one episode (obs (T+1, obs_dim), actions (T, act_dim), rewards (T,)) and runs
+        this episode's updates; returns losses and timings (empty of losses during warm-up)."""
+        self.buffer.add_episode(obs, actions, rewards, terminated)
+        self.episodes_seen += 1
+        stats: dict[str, float] = {"buffer/episodes": float(len(self.buffer))}
+        if not self.learning_started:
+            return stats
+        if self.uses_model:
+            stats.update(self._train_model_based())
+        if self.uses_sac:
+            stats.update(self._train_sac())
+        return stats
+
+    def _train_model_based(self) -> dict[str, float]:
+        assert self.model_trainer is not None and self.mb is not None and self.model is not None
+        stats: dict[str, float] = {}
+        start = time.perf_counter()
+        stats.update(self.model_trainer.train(self.buffer, self.generator))
+        stats["time/model_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        updates = self.config.mb_policy.updates_per_episode
+        for _ in range(updates):
+            stats.update(self.mb.update(self.model, self.buffer, self.generator).to_dict())
+        stats["time/mb_policy_s"] = time.perf_counter() - start
+        if updates:
+            self.versions[MB] += 1
+        return stats
+
+    def _train_sac(self) -> dict[str, float]:
+        stats: dict[str, float] = {}
+        start = time.perf_counter()
+        cfg = self.config.sac
+        for _ in range(cfg.updates_per_episode):
+            batch = self.buffer.sample_transitions(cfg.batch_size, self.generator)
+            stats.update(self.sac.update(batch).to_dict())
+        stats["time/sac_s"] = time.perf_counter() - start
+        if cfg.updates_per_episode:
+            self.versions[MF] += 1
+        return stats
+
+    # -- Alg. 1, lines 5-10 ----------------------------------------------------------------------
+    def decide(self) -> GateRecord:
+        """Which policy runs the next episode, and why."""
+        versions = (self.versions[MB], self.versions[MF])
+        algorithm = self.config.algorithm
+        if not self.learning_started:
+            record = GateRecord(MF, "warm-up", mb_version=versions[0], mf_version=versions[1])
+        elif algorithm == "sac":
+            record = GateRecord(MF, "ablation", mb_version=versions[0], mf_version=versions[1])
+        elif algorithm == "mbrl":
+            record = GateRecord(MB, "ablation", mb_version=versions[0], mf_version=versions[1])
+        else:
+            assert self.model is not None and self.mb is not None
+            record = gate.decide(
+                self.model,
+                self.mb.policy,
+                self.sac.actor,
+                self.buffer.initial_observations(),
+                self.resolved_config.gate,
+                recent_choices=list(self.recent_choices),
+                versions=versions,
+                generator=self.generator,
+            )
+        self.recent_choices.append(record.choice)
+        log.debug("episode %d: run %s (%s)", self.episodes_seen, record.choice, record.reason)
+        return record
+
+    # -- policies --------------------------------------------------------------------------------
+    def policy(self, kind: str) -> TanhGaussianPolicy:
+        """The torch policy of `kind` ("mf" or "mb"), e.g. for export."""
+        if kind == MF:
+            return self.sac.actor
+        if kind == MB:
+            if self.mb is None:
+                raise ValueError(f"algorithm {self.config.algorithm!r} has no MB policy")
+            return self.mb.policy
+        raise ValueError(f"kind must be 'mf' or 'mb', not {kind!r}")
+
+    def act(self, obs: Any, kind: str, deterministic: bool = False) -> np.ndarray:
+        """An action for one observation, in-process (the sim loop of `dclaw train`)."""
+        return self.policy(kind).act(obs, deterministic=deterministic)
+
+    # -- persistence (learner/checkpoint.py adds RNG states and the file format) --------------
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "config": config_to_dict(self.config),
+            "buffer": self.buffer.state_dict(),
+            "sac": self.sac.state_dict(),
+            "versions": dict(self.versions),
+            "recent_choices": list(self.recent_choices),
+            "episodes_seen": self.episodes_seen,
+            "generator": self.generator.get_state(),
+        }
+        if self.model is not None and self.model_trainer is not None and self.mb is not None:
+            state["model"] = self.model.state_dict()
+            state["model_optim"] = self.model_trainer.optim.state_dict()
+            state["mb"] = self.mb.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.buffer.load_state_dict(state["buffer"])
+        self.sac.load_state_dict(state["sac"])
+        self.versions = dict(state["versions"])
+        self.recent_choices.clear()
+        self.recent_choices.extend(state["recent_choices"])
+        self.episodes_seen = int(state["episodes_seen"])
+        self.generator.set_state(state["generator"])
+        if self.model is not None and self.model_trainer is not None and self.mb is not None:
+            self.model.load_state_dict(state["model"])
+            self.model_trainer.optim.load_state_dict(state["model_optim"])
+            self.mb.load_state_dict(state["mb"])

@@ -1,0 +1,199 @@
+"""Configuration of the learner as documented dataclasses; the paper's DClaw preset is data.
+
+`PRESETS["dclaw-paper"]` follows Table 2 (row DClaw-TurnFixed) and Appendix A.2 of the paper.
+Where the paper gives no number (learning rates, widths of the dynamics model, updates per
+episode, dropout rate) the field's comment says so and the value is our choice.
+`PRESETS["cpu-small"]` keeps the same structure with much smaller sizes: it is the CPU preset for
+tests and laptops, not a faithful reproduction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Algorithm = Literal["unified", "sac", "mbrl"]
+ALGORITHMS: tuple[str, ...] = ("unified", "sac", "mbrl")
+MBTraining = Literal["full_trajectory", "dreamer"]
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    """Model-free learner: SAC with the two changes of Sec. 3.2 (Ball et al. 2023)."""
+
+    actor_hidden: tuple[int, ...] = (256, 256, 256)  # A.2.2: Tanh-Gaussian MLP, tanh
+    critic_hidden: tuple[int, ...] = (256, 256, 256)  # A.2.3: Q(s, a), ReLU
+    critic_layer_norm: bool = True  # Sec. 3.2: LayerNorm in the Q networks
+    entropy_in_q_target: bool = False  # Sec. 3.2: the entropy term is omitted from the Q target
+    alpha: float = 0.2  # Table 2: alpha_MF
+    auto_entropy: bool = False  # Table 2: no automatic entropy tuning for DClaw
+    target_entropy: float | None = None  # None: -action_dim (Haarnoja et al. 2018)
+    sigma_max: float | None = None  # Table 2: None -> softplus std head
+    actor_lr: float = 3e-4  # not given in the paper
+    critic_lr: float = 3e-4  # not given in the paper
+    alpha_lr: float = 3e-4  # used only with auto_entropy
+    tau: float = 0.005  # polyak factor of the target critics
+    batch_size: int = 256  # transitions per gradient step
+    updates_per_episode: int = 40  # one gradient step per environment step (UTD 1)
+
+
+@dataclass(frozen=True)
+class DynamicsConfig:
+    """Dropout LSTM dynamics model (A.2.1). Widths and dropout rate are not given in the paper."""
+
+    input_size: int = 200  # the linear input layer
+    lstm_size: int = 200  # the single LSTM cell
+    hidden_sizes: tuple[int, int] = (200, 200)  # the two linear ReLU layers
+    dropout: float = 0.1  # Bernoulli drop probability of every mask
+    eta: float = 200.0  # Table 2: prior length-scale factor, loss term (eta / N) ||W||^2
+    min_std: float = 1e-3  # floor on the predicted std, in normalised units
+    lr: float = 1e-3
+    batch_trajectories: int = 100  # A.2.1: B = 100 trajectories per batch
+    updates_per_episode: int = 50  # gradient steps per training period
+    max_grad_norm: float | None = 100.0
+
+
+@dataclass(frozen=True)
+class MBPolicyConfig:
+    """Model-based policy and its training (Sec. 3.2 "Model-Based RL", A.2.2, Table 2)."""
+
+    hidden: tuple[int, ...] = (1024, 1024, 1024)  # A.2.2: Tanh-Gaussian, 1024 units, tanh
+    training: MBTraining = "full_trajectory"  # Table 2: DClaw uses full-trajectory training
+    alpha: float = 0.2  # Table 2: alpha_MB
+    auto_entropy: bool = False  # Table 2: off for DClaw
+    target_entropy: float | None = None
+    sigma_max: float | None = None  # Table 2: None
+    lr: float = 1e-4  # not given in the paper
+    alpha_lr: float = 3e-4
+    max_grad_norm: float = 10.0  # Sec. 3.2: gradient clipping stabilises policy optimisation
+    num_masks: int = 10  # dropout masks sampled per update
+    rollouts_per_mask: int = 10  # initial states per mask (full trajectory) / starts (dreamer)
+    horizon: int | None = None  # full-trajectory rollout length; None: the episode length T
+    updates_per_episode: int = 20  # not given in the paper
+    # Dreamer-style training (Hafner et al. 2019), used when training == "dreamer".
+    dreamer_horizon: int = 16  # Sec. 3.2: H = 16
+    dreamer_lambda: float = 0.95
+    value_hidden: tuple[int, ...] = (256, 256, 256)  # A.2.3: state-value critic, ReLU
+    value_lr: float = 3e-4
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """The EPS gate (Sec. 3.2 "Lower Bound Estimation", A.2.4, A.2.5)."""
+
+    num_masks: int = 50  # K
+    rollouts_per_mask: int = 10  # M
+    horizon: int | None = None  # T of the rollouts; None: the episode length
+    mf_every: int = 10  # A.2.5: at least one episode in every ten runs the MF policy
+    # "bfloat16" runs the gate's matrix products under CPU/GPU autocast (faster on CPUs with
+    # AVX512-BF16 or AMX); returns are still summed in float32.
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything one Unified RL learner needs (Alg. 1)."""
+
+    algorithm: Algorithm = "unified"  # "sac" and "mbrl" are the two ablations
+    obs_dim: int = 21  # dclaw.task.OBS_DIM
+    act_dim: int = 9  # dclaw.task.ACTION_DIM
+    episode_steps: int = 40  # T, dclaw.task.EPISODE_STEPS
+    warmup_episodes: int = 5  # episodes run by the untrained MF policy before learning starts
+    gamma: float = 0.99  # SAC and Dreamer discount; full-trajectory returns are undiscounted
+    device: str = "auto"  # "auto": CUDA when available, else CPU
+    seed: int = 0
+    sac: SACConfig = field(default_factory=SACConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    mb_policy: MBPolicyConfig = field(default_factory=MBPolicyConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, not {self.algorithm!r}")
+        if self.mb_policy.training not in ("full_trajectory", "dreamer"):
+            raise ValueError(f"unknown MB policy training {self.mb_policy.training!r}")
+
+
+PRESETS: dict[str, AgentConfig] = {
+    # Table 2 row DClaw-TurnFixed and DESIGN.md "Defaults from the paper".
+    "dclaw-paper": AgentConfig(),
+    # The CPU preset for tests and laptops: same structure, much smaller.
+    "cpu-small": AgentConfig(
+        warmup_episodes=2,
+        sac=SACConfig(
+            actor_hidden=(64, 64, 64),
+            critic_hidden=(64, 64, 64),
+            batch_size=64,
+            updates_per_episode=10,
+        ),
+        dynamics=DynamicsConfig(
+            input_size=32,
+            lstm_size=32,
+            hidden_sizes=(32, 32),
+            batch_trajectories=8,
+            updates_per_episode=5,
+        ),
+        mb_policy=MBPolicyConfig(
+            hidden=(64, 64, 64),
+            num_masks=2,
+            rollouts_per_mask=4,
+            updates_per_episode=2,
+            value_hidden=(32, 32, 32),
+        ),
+        gate=GateConfig(num_masks=8, rollouts_per_mask=4),
+    ),
+}
+
+
+def make_config(preset: str = "dclaw-paper", **overrides: Any) -> AgentConfig:
+    """A preset with overrides: top-level fields by name, nested ones as `section__field`.
+
+    >>> make_config("cpu-small", algorithm="sac", sac__batch_size=32).sac.batch_size
+    32
+    """
+    if preset not in PRESETS:
+        raise KeyError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    config = PRESETS[preset]
+    nested: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for key, value in overrides.items():
+        section, sep, name = key.partition("__")
+        if sep:
+            nested.setdefault(section, {})[name] = value
+        else:
+            top[key] = value
+    for section, fields in nested.items():
+        top[section] = dataclasses.replace(top.get(section, getattr(config, section)), **fields)
+    return dataclasses.replace(config, **top)
+
+
+def config_to_dict(config: AgentConfig) -> dict[str, Any]:
+    """Plain dict (JSON-friendly) of a config."""
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(data: dict[str, Any]) -> AgentConfig:
+    """Inverse of `config_to_dict`; lists become tuples again."""
+    sections = {"sac": SACConfig, "dynamics": DynamicsConfig, "mb_policy": MBPolicyConfig,
+                "gate": GateConfig}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in sections:
+            kwargs[key] = sections[key](**{k: _tuple(v) for k, v in value.items()})
+        else:
+            kwargs[key] = value
+    return AgentConfig(**kwargs)
+
+
+def _tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def resolve_device(device: str) -> str:
+    """`auto` picks CUDA when available, else CPU; nothing here assumes a GPU."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

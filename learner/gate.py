@@ -1,0 +1,138 @@
+"""The EPS gate: which policy runs the next episode (Sec. 3.2 "Lower Bound Estimation", A.2.4).
+
+With f = log, the estimate L-hat of eq. (3) is finite only if J(MB|w_i) - J(MF|w_i) > 0 for every
+sampled mask w_i, so the gate runs the model-based policy only when every one of K masks
+favours it, each J estimated from M model rollouts of length T with that mask held fixed.
+Otherwise the model-free policy is in the EPS and runs. At least one episode in every ten runs
+the model-free policy (A.2.5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from learner.config import GateConfig
+from learner.dynamics import DynamicsModel
+from learner.imagination import Policy, imagine
+
+log = logging.getLogger(__name__)
+
+MF, MB = "mf", "mb"
+REASONS = ("eps", "forced-mf", "warm-up", "ablation")
+
+
+@dataclass
+class GateRecord:
+    """One decision, as stored and shown: the choice, why, and the evidence."""
+
+    choice: str  # "mf" | "mb"
+    reason: str  # "eps" | "forced-mf" | "warm-up" | "ablation"
+    num_masks: int = 0  # K
+    rollouts_per_mask: int = 0  # M
+    horizon: int = 0  # T
+    j_mb: list[float] = field(default_factory=list)  # J-hat(MB | w_i), i = 1..K
+    j_mf: list[float] = field(default_factory=list)  # J-hat(MF | w_i)
+    eps_choice: str | None = None  # what the EPS test alone said (differs when forced)
+    compute_seconds: float = 0.0
+    mb_version: int = 0
+    mf_version: int = 0
+
+    def __post_init__(self) -> None:
+        if self.choice not in (MF, MB) or self.reason not in REASONS:
+            raise ValueError(f"bad gate record: choice {self.choice!r}, reason {self.reason!r}")
+
+    @property
+    def pairs(self) -> list[tuple[float, float]]:
+        return list(zip(self.j_mb, self.j_mf, strict=True))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def mb_dominates(j_mb: torch.Tensor, j_mf: torch.Tensor) -> bool:
+    """True when J-hat(MB|w_i) - J-hat(MF|w_i) > 0 for ALL i: then MF is provably
+    suboptimal (outside the EPS) and MB runs."""
+    return bool((j_mb - j_mf > 0).all())
+
+
+def must_force_mf(recent_choices: Sequence[str], mf_every: int) -> bool:
+    """A.2.5: if the last `mf_every - 1` episodes all ran MB, the next one runs MF."""
+    window = mf_every - 1
+    return len(recent_choices) >= window and all(c == MB for c in recent_choices[-window:])
+
+
+def estimate_returns(
+    model: DynamicsModel,
+    mb_policy: Policy,
+    mf_policy: Policy,
+    initial_obs: torch.Tensor,
+    config: GateConfig,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(J-hat(MB|w_i), J-hat(MF|w_i)) for K freshly sampled masks, each shape (K,).
+
+    All K * M rollouts of a policy go through the model as one batch; both policies start from
+    the same initial states (drawn from the empirical initial-state distribution) under the
+    same masks, so their difference is not blurred by different draws.
+    """
+    K, M, T = config.num_masks, config.rollouts_per_mask, config.horizon
+    if T is None:
+        raise ValueError("GateConfig.horizon is unset (the agent sets it to the episode length)")
+    device = initial_obs.device
+    with torch.inference_mode(), _autocast(config.compute_dtype, device):
+        masks = model.sample_masks(K, generator).repeat_interleave(M)
+        rows = torch.randint(initial_obs.shape[0], (K * M,), generator=generator)
+        init = initial_obs[rows.to(device)]
+        j_mb = imagine(model, mb_policy, init, masks, T).returns.view(K, M).mean(1)
+        j_mf = imagine(model, mf_policy, init, masks, T).returns.view(K, M).mean(1)
+    return j_mb.float(), j_mf.float()
+
+
+def decide(
+    model: DynamicsModel,
+    mb_policy: Policy,
+    mf_policy: Policy,
+    initial_obs: torch.Tensor,
+    config: GateConfig,
+    recent_choices: Sequence[str] = (),
+    versions: tuple[int, int] = (0, 0),
+    generator: torch.Generator | None = None,
+) -> GateRecord:
+    """Runs the EPS test and the one-in-ten rule. `recent_choices` are the choices of the
+    latest episodes, oldest first; `versions` are (MB, MF) policy versions, for the record."""
+    start = time.perf_counter()
+    j_mb, j_mf = estimate_returns(model, mb_policy, mf_policy, initial_obs, config, generator)
+    eps_choice = MB if mb_dominates(j_mb, j_mf) else MF
+    choice, reason = eps_choice, "eps"
+    if eps_choice == MB and must_force_mf(recent_choices, config.mf_every):
+        choice, reason = MF, "forced-mf"
+    record = GateRecord(
+        choice=choice,
+        reason=reason,
+        num_masks=config.num_masks,
+        rollouts_per_mask=config.rollouts_per_mask,
+        horizon=config.horizon or 0,
+        j_mb=j_mb.tolist(),
+        j_mf=j_mf.tolist(),
+        eps_choice=eps_choice,
+        compute_seconds=time.perf_counter() - start,
+        mb_version=versions[0],
+        mf_version=versions[1],
+    )
+    log.debug("gate: %s (%s), min margin %.3f, %.3f s", choice, reason,
+              float((j_mb - j_mf).min()), record.compute_seconds)
+    return record
+
+
+def _autocast(compute_dtype: str, device: torch.device):
+    if compute_dtype == "float32":
+        return contextlib.nullcontext()
+    if compute_dtype == "bfloat16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise ValueError(f"unknown gate compute_dtype {compute_dtype!r}")

@@ -1,0 +1,158 @@
+"""Alg. 1 in one process: the agent picks a policy, the env runs it for T steps, the agent learns.
+
+This is `dclaw train`. The env is passed in (any Gymnasium env with box spaces), so `learner/`
+does not depend on the simulator. Every episode is appended to `episodes.jsonl` as it ends and a
+checkpoint is written every few episodes and at the end: running the same command again with
+the same `--out` resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from learner.agent import UnifiedAgent
+from learner.checkpoint import load_checkpoint, save_checkpoint
+from learner.config import AgentConfig, config_to_dict
+
+log = logging.getLogger(__name__)
+
+EPISODES_FILE = "episodes.jsonl"
+RUN_FILE = "run.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class Episode:
+    obs: np.ndarray  # (T + 1, obs_dim)
+    actions: np.ndarray  # (T, act_dim)
+    rewards: np.ndarray  # (T,)
+    success: bool  # at the last step (ROBEL's score)
+    success_any: bool  # at any step
+    terminated: bool
+    seconds: float
+
+
+def run_episode(env: Any, agent: UnifiedAgent, kind: str, seed: int | None) -> Episode:
+    """Runs the chosen policy (stochastic, a_t ~ pi: Alg. 1 line 12) until the episode ends."""
+    start = time.perf_counter()
+    obs, info = env.reset(seed=seed)
+    observations, actions, rewards = [obs], [], []
+    success = success_any = terminated = False
+    done = False
+    while not done:
+        action = agent.act(obs, kind, deterministic=False)
+        obs, reward, terminated, truncated, info = env.step(action)
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(reward)
+        success = bool(info.get("success", False))
+        success_any |= success
+        done = terminated or truncated
+    return Episode(
+        obs=np.asarray(observations, dtype=np.float32),
+        actions=np.asarray(actions, dtype=np.float32),
+        rewards=np.asarray(rewards, dtype=np.float32),
+        success=success,
+        success_any=success_any,
+        terminated=bool(terminated),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def train(
+    env: Any,
+    config: AgentConfig,
+    episodes: int,
+    out: Path,
+    *,
+    preset: str = "",
+    checkpoint_every: int = 10,
+    progress: bool = True,
+) -> Path:
+    """Trains until `episodes` episodes are in `out/episodes.jsonl`; returns that file."""
+    out.mkdir(parents=True, exist_ok=True)
+    agent, done = _resume_or_start(config, out, preset)
+    episodes_file = out / EPISODES_FILE
+    bar = tqdm(total=episodes, initial=done, disable=not progress, unit="ep",
+               desc=f"{config.algorithm} seed {config.seed}")
+    with episodes_file.open("a") as sink, bar:
+        for index in range(done, episodes):
+            record = agent.decide()
+            episode = run_episode(env, agent, record.choice, seed=config.seed * 100_000 + index)
+            start = time.perf_counter()
+            stats = agent.observe_episode(
+                episode.obs, episode.actions, episode.rewards, episode.terminated
+            )
+            learn_seconds = time.perf_counter() - start
+            row = _row(index, episode, record.to_dict(), stats, learn_seconds)
+            sink.write(json.dumps(row) + "\n")
+            sink.flush()
+            bar.set_postfix(ret=f"{row['return']:.0f}", ran=record.choice, ok=int(episode.success))
+            bar.update()
+            if (index + 1) % checkpoint_every == 0 or index + 1 == episodes:
+                _save(agent, out)
+    return episodes_file
+
+
+def _row(index, episode: Episode, gate: dict, stats: dict, learn_seconds: float) -> dict:
+    return {
+        "episode": index,
+        "return": float(episode.rewards.sum()),
+        "success": episode.success,
+        "success_any": episode.success_any,
+        "policy": gate["choice"],
+        "reason": gate["reason"],
+        "gate": gate,
+        "learner": {k: float(v) for k, v in stats.items()},
+        "env_seconds": episode.seconds,
+        "learn_seconds": learn_seconds,
+        "wall_time": time.time(),
+    }
+
+
+def _save(agent: UnifiedAgent, out: Path) -> None:
+    tmp = out / f".{CHECKPOINT_FILE}.tmp"
+    save_checkpoint(agent, tmp)
+    tmp.replace(out / CHECKPOINT_FILE)  # atomic: a crash never leaves half a checkpoint
+
+
+def _resume_or_start(config: AgentConfig, out: Path, preset: str) -> tuple[UnifiedAgent, int]:
+    """A fresh agent, or the checkpointed one with the episodes logged after it dropped."""
+    run_file, ckpt = out / RUN_FILE, out / CHECKPOINT_FILE
+    if not ckpt.exists():
+        (out / EPISODES_FILE).unlink(missing_ok=True)
+        meta = {"algorithm": config.algorithm, "seed": config.seed, "preset": preset,
+                "config": config_to_dict(config)}
+        run_file.write_text(json.dumps(meta, indent=2))
+        return UnifiedAgent(config), 0
+    saved = json.loads(run_file.read_text())
+    if saved["config"] != json.loads(json.dumps(config_to_dict(config))):
+        raise ValueError(f"{out} holds a run with another configuration; use a new --out")
+    agent = load_checkpoint(ckpt)
+    done = agent.episodes_seen
+    _truncate_log(out / EPISODES_FILE, done)
+    log.info("resuming %s at episode %d", out, done)
+    return agent, done
+
+
+def _truncate_log(path: Path, keep: int) -> None:
+    """Drops log lines written after the checkpoint: those episodes are run again."""
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+    path.write_text("".join(lines[:keep]))
+
+
+def read_episodes(run_dir: Path) -> list[dict]:
+    with (run_dir / EPISODES_FILE).open() as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def read_run(run_dir: Path) -> dict:
+    return json.loads((run_dir / RUN_FILE).read_text())

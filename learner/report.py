@@ -1,0 +1,163 @@
+"""Learning curves and the Table-1-style summary of `dclaw train` runs (`dclaw report`).
+
+The paper reports the mean episode return over the whole of training (area under the learning
+curve divided by its length) per algorithm, averaged over seeds with 95% confidence intervals
+(Sec. 4.1, Table 1), the learning curves (Fig. 2) and the fraction of MF episodes (Fig. 3).
+Runs are compared at equal episodes: each is cut to the shortest run in the report.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy import stats
+
+from learner.offline import read_episodes, read_run
+
+COLORS = {"unified": "tab:purple", "sac": "tab:blue", "mbrl": "tab:orange"}
+KIND_COLORS = {"mf": "tab:blue", "mb": "tab:orange"}
+FINAL_WINDOW = 20  # episodes over which the final success rate is measured
+MF_WINDOW = 10  # rolling window of the MF fraction (A.2.5's "one in every ten")
+
+
+@dataclass
+class Run:
+    path: Path
+    algorithm: str
+    seed: int
+    preset: str
+    returns: np.ndarray
+    success: np.ndarray
+    is_mf: np.ndarray
+    learn_seconds: np.ndarray
+
+
+def load_run(path: Path) -> Run:
+    meta, rows = read_run(path), read_episodes(path)
+    return Run(
+        path=path,
+        algorithm=meta["algorithm"],
+        seed=int(meta["seed"]),
+        preset=meta.get("preset", ""),
+        returns=np.array([r["return"] for r in rows], dtype=float),
+        success=np.array([r["success"] for r in rows], dtype=bool),
+        is_mf=np.array([r["policy"] == "mf" for r in rows], dtype=bool),
+        learn_seconds=np.array([r["learn_seconds"] for r in rows], dtype=float),
+    )
+
+
+def mean_ci95(values: np.ndarray) -> tuple[float, float]:
+    """Mean and half-width of the 95% confidence interval (Student t over seeds)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return float(values.mean()), float("nan")
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return float(values.mean()), float(half)
+
+
+def summarize(runs: list[Run]) -> tuple[int, list[dict]]:
+    """Per-algorithm rows at the common episode count; returns (episodes, rows)."""
+    n = min(len(r.returns) for r in runs)
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[run.algorithm].append(run)
+    rows = []
+    for algorithm in sorted(groups, key=lambda a: list(COLORS).index(a) if a in COLORS else 9):
+        group = groups[algorithm]
+        mean, ci = mean_ci95(np.array([r.returns[:n].mean() for r in group]))
+        final = np.array([r.success[max(0, n - FINAL_WINDOW):n].mean() for r in group])
+        last = np.array([r.returns[max(0, n - FINAL_WINDOW):n].mean() for r in group])
+        rows.append({
+            "algorithm": algorithm,
+            "seeds": len(group),
+            "preset": ",".join(sorted({r.preset for r in group})),
+            "mean_return": mean,
+            "ci95": ci,
+            "final_return": float(last.mean()),
+            "final_success": float(final.mean()),
+            "mf_fraction": float(np.mean([r.is_mf[:n].mean() for r in group])),
+            "learn_seconds": float(np.mean([r.learn_seconds[:n].mean() for r in group])),
+        })
+    return n, rows
+
+
+def markdown_table(n: int, rows: list[dict]) -> str:
+    lines = [
+        f"Mean episode return over {n} training episodes (95% CI over seeds); final = last "
+        f"{FINAL_WINDOW} episodes.",
+        "",
+        "| algorithm | seeds | preset | mean return over training | final return | "
+        "final success | MF episodes | learner s/episode |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['algorithm']} | {r['seeds']} | {r['preset']} | "
+            f"{r['mean_return']:.1f} ± {r['ci95']:.1f} | {r['final_return']:.1f} | "
+            f"{100 * r['final_success']:.0f}% | {100 * r['mf_fraction']:.0f}% | "
+            f"{r['learn_seconds']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
+    kernel = np.ones(window) / window
+    padded = np.concatenate([np.full(window - 1, x[0]), x]) if len(x) else x
+    return np.convolve(padded, kernel, mode="valid")
+
+
+def plot_run(run: Run, out: Path) -> None:
+    """One run: return per episode coloured by the policy that ran, and the MF fraction."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    episodes = np.arange(len(run.returns))
+    for kind, mask in (("mf", run.is_mf), ("mb", ~run.is_mf)):
+        top.scatter(episodes[mask], run.returns[mask], s=8, c=KIND_COLORS[kind],
+                    label=f"{kind.upper()} episode")
+    top.plot(episodes, rolling_mean(run.returns, MF_WINDOW), c="k", lw=1, label="rolling mean")
+    top.set_ylabel("episode return")
+    top.set_title(f"{run.algorithm}, seed {run.seed} ({run.preset})")
+    top.legend(loc="lower right")
+    bottom.plot(episodes, rolling_mean(run.is_mf.astype(float), MF_WINDOW), c="tab:blue")
+    bottom.set_ylim(-0.05, 1.05)
+    bottom.set_ylabel(f"MF fraction ({MF_WINDOW} ep.)")
+    bottom.set_xlabel("episode")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def plot_comparison(runs: list[Run], n: int, out: Path) -> None:
+    """Fig. 2 and Fig. 3 shapes: mean return per algorithm with 95% CI, and MF fraction."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    episodes = np.arange(n)
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[run.algorithm].append(run)
+    for algorithm, group in groups.items():
+        curves = np.stack([rolling_mean(r.returns[:n], MF_WINDOW) for r in group])
+        mean = curves.mean(0)
+        color = COLORS.get(algorithm)
+        top.plot(episodes, mean, c=color, label=f"{algorithm} ({len(group)} seeds)")
+        if len(group) > 1:
+            half = stats.t.ppf(0.975, len(group) - 1) * curves.std(0, ddof=1) / np.sqrt(len(group))
+            top.fill_between(episodes, mean - half, mean + half, color=color, alpha=0.2)
+        if algorithm == "unified":
+            mf = np.stack([rolling_mean(r.is_mf[:n].astype(float), MF_WINDOW) for r in group])
+            bottom.plot(episodes, mf.mean(0), c=color, label="unified")
+    top.set_ylabel(f"episode return (rolling {MF_WINDOW})")
+    top.legend(loc="lower right")
+    bottom.set_ylim(-0.05, 1.05)
+    bottom.set_ylabel("MF fraction")
+    bottom.set_xlabel("episode")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,99 @@
+"""Alg. 1 as an object: ablations, warm-up, the one-in-ten rule, versions."""
+
+import numpy as np
+import pytest
+import torch
+
+from learner import gate
+from learner.agent import UnifiedAgent
+from learner.config import make_config
+
+OBS, ACT, T = 4, 2, 6
+
+
+def small_agent(algorithm="unified", **overrides) -> UnifiedAgent:
+    return UnifiedAgent(make_config("cpu-small", algorithm=algorithm, obs_dim=OBS, act_dim=ACT,
+                                    episode_steps=T, device="cpu", **overrides))
+
+
+def fake_episode(rng: np.random.Generator):
+    return rng.normal(size=(T + 1, OBS)), rng.uniform(-1, 1, (T, ACT)), rng.normal(size=T)
+
+
+def run(agent: UnifiedAgent, episodes: int, seed=0):
+    rng = np.random.default_rng(seed)
+    records, stats = [], {}
+    for _ in range(episodes):
+        records.append(agent.decide())
+        stats = agent.observe_episode(*fake_episode(rng))
+    return records, stats
+
+
+@pytest.mark.parametrize("algorithm", ["unified", "sac", "mbrl"])
+def test_warm_up_runs_mf_and_trains_nothing_until_enough_episodes(algorithm):
+    agent = small_agent(algorithm, warmup_episodes=3)
+    records, stats = run(agent, 2)
+    assert [(r.choice, r.reason) for r in records] == [("mf", "warm-up")] * 2
+    assert agent.versions == {"mf": 0, "mb": 0}
+    assert set(stats) == {"buffer/episodes"}
+    (record,), _ = run(agent, 1, seed=1)
+    assert (record.choice, record.reason) == ("mf", "warm-up")  # the third still warms up ...
+    assert agent.learning_started  # ... and its arrival starts learning
+    assert agent.versions == {"mf": int(algorithm != "mbrl"), "mb": int(algorithm != "sac")}
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "choice", "trained"),
+    [("sac", "mf", {"sac/"}), ("mbrl", "mb", {"model/", "mb/"}),
+     ("unified", None, {"sac/", "model/", "mb/"})],
+)
+def test_ablations_use_the_same_code_with_fixed_choices(algorithm, choice, trained):
+    agent = small_agent(algorithm)
+    records, stats = run(agent, 5)
+    after = records[agent.config.warmup_episodes :]
+    if choice is not None:
+        assert all((r.choice, r.reason) == (choice, "ablation") for r in after)
+    else:
+        assert all(r.reason in ("eps", "forced-mf") and len(r.pairs) == 8 for r in after)
+    prefixes = {k.split("/")[0] + "/" for k in stats if not k.startswith(("time/", "buffer/"))}
+    assert prefixes == trained
+    assert (agent.model is None) == (algorithm == "sac")
+    if algorithm == "sac":
+        with pytest.raises(ValueError):
+            agent.policy("mb")
+
+
+def test_versions_count_policy_updates():
+    agent = small_agent()
+    run(agent, 5)  # learning starts with the second episode: 4 training periods
+    assert agent.versions == {"mf": 4, "mb": 4}
+
+
+def test_unified_forces_mf_at_least_once_in_ten(monkeypatch):
+    agent = small_agent()
+    k = agent.config.gate.num_masks
+    monkeypatch.setattr(gate, "estimate_returns",
+                        lambda *a, **kw: (torch.ones(k), torch.zeros(k)))  # MB always dominates
+    records, _ = run(agent, 25)
+    choices = [r.choice for r in records[agent.config.warmup_episodes :]]
+    assert choices == (["mb"] * 9 + ["mf"]) * 2 + ["mb"] * 3
+    assert {r.reason for r in records if r.choice == "mf"} >= {"forced-mf"}
+
+
+@pytest.mark.parametrize("kind", ["mf", "mb"])
+def test_act_gives_actions_in_range(kind):
+    agent = small_agent()
+    obs = np.random.default_rng(0).normal(size=OBS)
+    action = agent.act(obs, kind)
+    assert action.shape == (ACT,) and np.all(np.abs(action) <= 1)
+    np.testing.assert_array_equal(agent.act(obs, kind, True), agent.act(obs, kind, True))
+    with pytest.raises(ValueError):
+        agent.policy("other")
+
+
+def test_gate_and_policy_training_use_the_episode_length_as_horizon():
+    agent = small_agent()
+    assert agent.resolved_config.gate.horizon == T
+    assert agent.mb.config.horizon == T
+    record = run(agent, 3)[0][-1]
+    assert record.horizon == T

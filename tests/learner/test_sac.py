@@ -1,0 +1,100 @@
+"""SAC with the changes of Sec. 3.2: no entropy term in the Q target, layer-normalised critics."""
+
+import pytest
+import torch
+
+from learner.buffer import TransitionBatch
+from learner.config import SACConfig
+from learner.sac import SAC, actor_loss, critic_loss, polyak_update, q_target, temperature_loss
+
+OBS, ACT = 4, 2
+
+
+def batch(n=16, dones=None) -> TransitionBatch:
+    return TransitionBatch(
+        obs=torch.randn(n, OBS),
+        actions=torch.rand(n, ACT) * 2 - 1,
+        rewards=torch.randn(n),
+        next_obs=torch.randn(n, OBS),
+        dones=torch.zeros(n) if dones is None else dones,
+    )
+
+
+def small_sac(**overrides) -> SAC:
+    cfg = SACConfig(actor_hidden=(16, 16), critic_hidden=(16, 16), **overrides)
+    return SAC(OBS, ACT, cfg, gamma=0.9)
+
+
+@pytest.mark.parametrize("done", [0.0, 1.0])
+def test_q_target_is_reward_plus_discounted_min_target_q_without_entropy(done, monkeypatch):
+    sac = small_sac()
+    b = batch(dones=torch.full((16,), done))
+    next_action = torch.rand(16, ACT) * 2 - 1
+    # A huge log-probability: if any entropy term were in the target it would show.
+    monkeypatch.setattr(
+        sac.actor, "sample", lambda obs, deterministic=False: (next_action, torch.full((16,), 1e3))
+    )
+    with torch.no_grad():
+        q_min = torch.min(sac.q1_target(b.next_obs, next_action),
+                          sac.q2_target(b.next_obs, next_action))
+    expected = b.rewards + 0.9 * (1 - done) * q_min
+    torch.testing.assert_close(sac.compute_q_target(b), expected)
+
+
+def test_standard_sac_target_is_available_as_an_option(monkeypatch):
+    sac = small_sac(entropy_in_q_target=True)
+    b = batch()
+    next_action = torch.zeros(16, ACT)
+    monkeypatch.setattr(
+        sac.actor, "sample", lambda obs, deterministic=False: (next_action, torch.full((16,), 5.0))
+    )
+    with torch.no_grad():
+        q_min = torch.min(sac.q1_target(b.next_obs, next_action),
+                          sac.q2_target(b.next_obs, next_action))
+    torch.testing.assert_close(sac.compute_q_target(b), b.rewards + 0.9 * (q_min - 0.2 * 5.0))
+
+
+def test_pure_losses():
+    r, d, q = torch.tensor([1.0, 2.0]), torch.tensor([0.0, 1.0]), torch.tensor([10.0, 10.0])
+    torch.testing.assert_close(q_target(r, d, q, 0.5), torch.tensor([6.0, 2.0]))
+    torch.testing.assert_close(
+        critic_loss(torch.tensor([1.0]), torch.tensor([3.0]), torch.tensor([2.0])),
+        torch.tensor(2.0),
+    )
+    torch.testing.assert_close(
+        actor_loss(torch.tensor([1.0, 3.0]), torch.tensor([-1.0, 1.0]), 0.5), torch.tensor(-2.0)
+    )
+    log_alpha = torch.tensor(0.0, requires_grad=True)
+    temperature_loss(log_alpha, torch.tensor([1.0]), target_entropy=-2.0).backward()
+    # Entropy -log pi = -1 is above the target -2: descending the loss lowers alpha.
+    assert log_alpha.grad == pytest.approx(1.0)
+
+
+def test_polyak_update():
+    src, dst = [torch.tensor([1.0, 1.0])], [torch.tensor([0.0, 2.0])]
+    polyak_update(src, dst, tau=0.25)
+    torch.testing.assert_close(dst[0], torch.tensor([0.25, 1.75]))
+
+
+def test_update_changes_critics_and_actor_and_moves_targets_slowly():
+    sac = small_sac()
+    before = {k: v.clone() for k, v in sac.q1.state_dict().items()}
+    target_before = {k: v.clone() for k, v in sac.q1_target.state_dict().items()}
+    actor_before = [p.clone() for p in sac.actor.parameters()]
+    stats = sac.update(batch())
+    assert all(isinstance(v, float) for v in stats.to_dict().values())
+    changed = [not torch.equal(before[k], v) for k, v in sac.q1.state_dict().items()]
+    assert any(changed)
+    assert any(not torch.equal(a, b) for a, b in zip(actor_before, sac.actor.parameters(),
+                                                      strict=True))
+    for k, v in sac.q1_target.state_dict().items():
+        expected = (1 - sac.config.tau) * target_before[k] + sac.config.tau * sac.q1.state_dict()[k]
+        torch.testing.assert_close(v, expected)
+
+
+@pytest.mark.parametrize("auto", [False, True])
+def test_alpha_is_fixed_unless_tuned(auto):
+    sac = small_sac(auto_entropy=auto, alpha_lr=0.1)
+    for _ in range(5):
+        sac.update(batch())
+    assert (sac.alpha != pytest.approx(0.2)) == auto
