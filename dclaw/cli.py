@@ -59,6 +59,88 @@ def sim(
         raise typer.Exit(code=2) from exc
 
 
+class Algorithm(StrEnum):
+    unified = "unified"
+    sac = "sac"
+    mbrl = "mbrl"
+
+
+@app.command()
+def train(
+    algo: Annotated[Algorithm, typer.Option(help="Unified RL, or one of its two ablations.")] = (
+        Algorithm.unified
+    ),
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes in all (resumes count).")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the learner and the env.")] = 0,
+    preset: Annotated[
+        str, typer.Option(help="dclaw-paper (Table 2 sizes) or cpu-small (tests, laptops).")
+    ] = "dclaw-paper",
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory [default: runs/ALGO-PRESET-sSEED].")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu or cuda.")] = "auto",
+    checkpoint_every: Annotated[int, typer.Option(min=1, help="Episodes per checkpoint.")] = 10,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Run Alg. 1 in-process on the simulator: per-episode JSONL, checkpoint, learning-curve PNG.
+
+    Running it again with the same --out resumes from the last checkpoint.
+    """
+    import gymnasium
+
+    import sim
+    from learner.config import PRESETS, make_config
+    from learner.offline import train as train_offline
+    from learner.report import load_run, plot_run
+
+    if preset not in PRESETS:
+        raise typer.BadParameter(f"choose one of {sorted(PRESETS)}", param_hint="--preset")
+    config = make_config(preset, algorithm=algo.value, seed=seed, device=device)
+    run_dir = out or Path("runs") / f"{algo.value}-{preset}-s{seed}"
+    env = gymnasium.make(sim.ENV_ID)
+    try:
+        train_offline(env, config, episodes, run_dir, preset=preset,
+                      checkpoint_every=checkpoint_every, progress=progress)
+    except ValueError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from exc
+    finally:
+        env.close()
+    run = load_run(run_dir)
+    plot_run(run, run_dir / "learning_curve.png")
+    tail = run.success[-20:]
+    typer.echo(
+        f"{run_dir}: {len(run.returns)} episodes, mean return {run.returns.mean():.1f}, "
+        f"last-20 success {100 * tail.mean():.0f}%, MF episodes {100 * run.is_mf.mean():.0f}%"
+    )
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories written by `dclaw train`.")],
+    out: Annotated[Path, typer.Option(help="Where to write table.md and comparison.png.")] = Path(
+        "runs/report"
+    ),
+) -> None:
+    """Table-1-style summary (mean return over training, 95% CI over seeds) and Fig. 2/3 plots."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from learner.report import load_run, markdown_table, plot_comparison, summarize
+
+    missing = [str(r) for r in runs if not (r / "episodes.jsonl").exists()]
+    if missing:
+        raise typer.BadParameter(f"no episodes.jsonl in {', '.join(missing)}", param_hint="RUNS")
+    loaded = [load_run(r) for r in runs]
+    n, rows = summarize(loaded)
+    table = markdown_table(n, rows)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(table + "\n")
+    plot_comparison(loaded, n, out / "comparison.png")
+    Console().print(Markdown(table))
+    typer.echo(f"wrote {out / 'table.md'} and {out / 'comparison.png'}")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,85 @@
+"""`dclaw train` and `dclaw report` as a user runs them: tiny budgets, real simulator."""
+
+import json
+import subprocess
+
+import pytest
+
+TRAIN = ["train", "--preset", "cpu-small", "--no-progress", "--checkpoint-every", "2"]
+
+
+def _train(dclaw_cmd, out, algo, episodes, seed=0):
+    return subprocess.run(
+        [*dclaw_cmd, *TRAIN, "--algo", algo, "--episodes", str(episodes), "--seed", str(seed),
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+def _rows(out):
+    return [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_train_writes_records_checkpoint_and_curve_then_resumes(dclaw_cmd, tmp_path):
+    out = tmp_path / "unified"
+    first = _train(dclaw_cmd, out, "unified", 4)
+    assert first.returncode == 0, first.stderr
+    rows = _rows(out)
+    assert [r["episode"] for r in rows] == [0, 1, 2, 3]
+    assert {"return", "success", "policy", "reason", "gate", "learner", "learn_seconds"} <= set(
+        rows[0]
+    )
+    assert rows[0]["reason"] == "warm-up"
+    # After the warm-up the gate itself decides, with K pairs of estimates on record.
+    gated = [r for r in rows if r["reason"] in ("eps", "forced-mf")]
+    assert gated, [r["reason"] for r in rows]
+    assert len(gated[0]["gate"]["j_mb"]) == gated[0]["gate"]["num_masks"] > 0
+    assert (out / "checkpoint.pt").exists()
+    assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+    again = _train(dclaw_cmd, out, "unified", 6)
+    assert again.returncode == 0, again.stderr
+    assert [r["episode"] for r in _rows(out)] == list(range(6))  # resumed, nothing repeated
+
+
+@pytest.mark.slow
+def test_ablations_keep_to_their_policy_and_report_compares(dclaw_cmd, tmp_path):
+    for algo in ("sac", "mbrl"):
+        done = _train(dclaw_cmd, tmp_path / algo, algo, 4)
+        assert done.returncode == 0, done.stderr
+    sac_rows, mbrl_rows = _rows(tmp_path / "sac"), _rows(tmp_path / "mbrl")
+    assert {r["policy"] for r in sac_rows} == {"mf"}
+    # mbrl runs MB after its warm-up, always, with reason "ablation".
+    assert all(r["policy"] == "mb" for r in mbrl_rows if r["reason"] != "warm-up")
+    assert any(r["reason"] == "ablation" for r in mbrl_rows)
+
+    report = subprocess.run(
+        [*dclaw_cmd, "report", str(tmp_path / "sac"), str(tmp_path / "mbrl"),
+         "--out", str(tmp_path / "report")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert report.returncode == 0, report.stderr
+    table = (tmp_path / "report" / "table.md").read_text()
+    assert "| sac | 1 |" in table and "| mbrl | 1 |" in table
+    assert (tmp_path / "report" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_refuses_an_unknown_preset_and_a_changed_config(dclaw_cmd, tmp_path):
+    bad = subprocess.run(
+        [*dclaw_cmd, "train", "--preset", "huge", "--episodes", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert bad.returncode == 2 and "cpu-small" in bad.stderr
+
+    assert _train(dclaw_cmd, tmp_path / "run", "sac", 1, seed=0).returncode == 0
+    changed = _train(dclaw_cmd, tmp_path / "run", "sac", 2, seed=1)
+    assert changed.returncode == 2 and "another configuration" in changed.stderr
+    assert len(_rows(tmp_path / "run")) == 1  # the first run's record is untouched
+
+
+def test_report_refuses_a_directory_without_runs(dclaw_cmd, tmp_path):
+    bad = subprocess.run(
+        [*dclaw_cmd, "report", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2 and "episodes.jsonl" in bad.stderr
