@@ -47,6 +47,11 @@ class DynamicsConfig:
     hidden_sizes: tuple[int, int] = (200, 200)  # the two linear ReLU layers
     dropout: float = 0.1  # Bernoulli drop probability of every mask
     eta: float = 200.0  # Table 2: prior length-scale factor, loss term (eta / N) ||W||^2
+    # What N counts. A.2.1 says trajectories; read that way, with eta = 200 the prior term
+    # outweighs the likelihood and the model learns nothing on D'Claw data (measured: NLL flat
+    # at the unit-Gaussian value after 300 updates on 50 episodes; docs/BENCHMARKS.md).
+    # Gal & Ghahramani's N is the number of data points, here one per transition: our default.
+    prior_data_unit: Literal["transition", "trajectory"] = "transition"
     min_std: float = 1e-3  # floor on the predicted std, in normalised units
     lr: float = 1e-3
     batch_trajectories: int = 100  # A.2.1: B = 100 trajectories per batch

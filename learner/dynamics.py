@@ -256,7 +256,8 @@ class DynamicsModel(nn.Module):
         self, batch: TrajectoryBatch, masks: DropoutMasks | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """A.2.1: NLL of next-state deltas and rewards summed over time, averaged over the B
-        trajectories (one mask each), plus (eta / N) ||W||^2 with N trajectories in the data."""
+        trajectories (one mask each), plus (eta / N) ||W||^2, N the data points in the buffer
+        (transitions by default; trajectories with `prior_data_unit="trajectory"`)."""
         n_traj = batch.obs.shape[0]
         if masks is None:
             masks = self.sample_masks(n_traj)
@@ -268,7 +269,10 @@ class DynamicsModel(nn.Module):
             nll = nll + gaussian_nll(delta_target[:, t], pred.delta_mean, pred.delta_std).sum(-1)
             nll = nll + gaussian_nll(reward_target[:, t], pred.reward_mean, pred.reward_std)
         nll = nll.mean()
-        prior = self.config.eta / float(self.dataset_size) * weight_penalty(self.net)
+        n_data = float(self.dataset_size)
+        if self.config.prior_data_unit == "transition":
+            n_data *= batch.actions.shape[1]
+        prior = self.config.eta / n_data * weight_penalty(self.net)
         loss = nll + prior
         stats = {"model/nll": nll.item(), "model/prior": prior.item(), "model/loss": loss.item()}
         return loss, stats

@@ -91,8 +91,9 @@ def test_dropout_masks_act_inside_the_lstm_cell(path):
         torch.testing.assert_close(u, v)
 
 
-def test_loss_is_mean_over_trajectories_of_nll_summed_over_time_plus_prior():
-    model = DynamicsModel(OBS, ACT, SMALL)
+@pytest.mark.parametrize(("unit", "n_data"), [("trajectory", 6), ("transition", 6 * T)])
+def test_loss_is_mean_over_trajectories_of_nll_summed_over_time_plus_prior(unit, n_data):
+    model = DynamicsModel(OBS, ACT, dataclasses.replace(SMALL, prior_data_unit=unit))
     batch = TrajectoryBatch(torch.randn(2, T + 1, OBS), torch.randn(2, T, ACT), torch.randn(2, T))
     model.fit_normaliser(TrajectoryBatch(*(torch.cat([x, x, x]) for x in batch)))  # N = 6
     masks = model.sample_masks(2)
@@ -101,7 +102,7 @@ def test_loss_is_mean_over_trajectories_of_nll_summed_over_time_plus_prior():
         model.loss(TrajectoryBatch(*(x[i : i + 1] for x in batch)), masks.index(torch.tensor([i])))
         for i in range(2)
     ]
-    prior = SMALL.eta / 6 * weight_penalty(model.net)
+    prior = SMALL.eta / n_data * weight_penalty(model.net)
     torch.testing.assert_close(stats["model/prior"], prior.item())
     torch.testing.assert_close(both, (singles[0][0] + singles[1][0]) / 2)
 
