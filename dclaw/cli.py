@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from enum import StrEnum
@@ -80,6 +81,14 @@ def train(
     ] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu or cuda.")] = "auto",
     checkpoint_every: Annotated[int, typer.Option(min=1, help="Episodes per checkpoint.")] = 10,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a config field, KEY=VALUE (nested as section__field, e.g. "
+            "sac__batch_size=128 or mb_policy__hidden=[512,512]); repeatable.",
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run Alg. 1 in-process on the simulator: per-episode JSONL, checkpoint, learning-curve PNG.
@@ -95,7 +104,11 @@ def train(
 
     if preset not in PRESETS:
         raise typer.BadParameter(f"choose one of {sorted(PRESETS)}", param_hint="--preset")
-    config = make_config(preset, algorithm=algo.value, seed=seed, device=device)
+    try:
+        config = make_config(preset, algorithm=algo.value, seed=seed, device=device,
+                             **_parse_overrides(overrides or []))
+    except (TypeError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--set") from exc
     run_dir = out or Path("runs") / f"{algo.value}-{preset}-s{seed}"
     env = gymnasium.make(sim.ENV_ID)
     try:
@@ -113,6 +126,21 @@ def train(
         f"{run_dir}: {len(run.returns)} episodes, mean return {run.returns.mean():.1f}, "
         f"last-20 success {100 * tail.mean():.0f}%, MF episodes {100 * run.is_mf.mean():.0f}%"
     )
+
+
+def _parse_overrides(items: list[str]) -> dict[str, object]:
+    """KEY=VALUE pairs; VALUE is read as JSON (numbers, lists, true/false), else as text."""
+    parsed: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        parsed[key] = tuple(value) if isinstance(value, list) else value
+    return parsed
 
 
 @app.command()

@@ -123,30 +123,27 @@ class AgentConfig:
 PRESETS: dict[str, AgentConfig] = {
     # Table 2 row DClaw-TurnFixed and DESIGN.md "Defaults from the paper".
     "dclaw-paper": AgentConfig(),
-    # The CPU preset for tests and laptops: same structure, much smaller.
+    # The CPU preset for tests and laptops: the paper's SAC (it is cheap), a much smaller
+    # model-based side (dynamics 64 wide, MB policy 3 x 256, fewer updates), the paper's K and
+    # M. About 2 s of learning per episode on a 2-core CPU (docs/BENCHMARKS.md).
     "cpu-small": AgentConfig(
-        warmup_episodes=2,
-        sac=SACConfig(
-            actor_hidden=(64, 64, 64),
-            critic_hidden=(64, 64, 64),
-            batch_size=64,
-            updates_per_episode=10,
-        ),
+        warmup_episodes=5,
         dynamics=DynamicsConfig(
-            input_size=32,
-            lstm_size=32,
-            hidden_sizes=(32, 32),
-            batch_trajectories=8,
-            updates_per_episode=5,
+            input_size=64,
+            lstm_size=64,
+            hidden_sizes=(64, 64),
+            batch_trajectories=32,
+            updates_per_episode=20,
         ),
         mb_policy=MBPolicyConfig(
-            hidden=(64, 64, 64),
-            num_masks=2,
-            rollouts_per_mask=4,
-            updates_per_episode=2,
-            value_hidden=(32, 32, 32),
+            hidden=(256, 256, 256),
+            num_masks=10,
+            rollouts_per_mask=10,
+            updates_per_episode=10,
+            lr=3e-4,
+            value_hidden=(64, 64, 64),
         ),
-        gate=GateConfig(num_masks=8, rollouts_per_mask=4),
+        gate=GateConfig(num_masks=50, rollouts_per_mask=10),
     ),
 }
 

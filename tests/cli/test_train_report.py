@@ -5,7 +5,11 @@ import subprocess
 
 import pytest
 
-TRAIN = ["train", "--preset", "cpu-small", "--no-progress", "--checkpoint-every", "2"]
+# cpu-small, cut down further for a smoke test: 2 warm-up episodes, fewer updates and masks.
+TINY = {"warmup_episodes": 2, "sac__updates_per_episode": 5, "dynamics__updates_per_episode": 3,
+        "mb_policy__updates_per_episode": 2, "gate__num_masks": 8, "gate__rollouts_per_mask": 2}
+TRAIN = ["train", "--preset", "cpu-small", "--no-progress", "--checkpoint-every", "2",
+         *(arg for k, v in TINY.items() for arg in ("--set", f"{k}={v}"))]
 
 
 def _train(dclaw_cmd, out, algo, episodes, seed=0):
@@ -76,6 +80,17 @@ def test_train_refuses_an_unknown_preset_and_a_changed_config(dclaw_cmd, tmp_pat
     changed = _train(dclaw_cmd, tmp_path / "run", "sac", 2, seed=1)
     assert changed.returncode == 2 and "another configuration" in changed.stderr
     assert len(_rows(tmp_path / "run")) == 1  # the first run's record is untouched
+
+
+def test_train_refuses_a_bad_override(dclaw_cmd, tmp_path):
+    for bad in ("sac__no_such_field=1", "warmup_episodes", "algorithm=ppo"):
+        out = subprocess.run(
+            [*dclaw_cmd, "train", "--preset", "cpu-small", "--episodes", "1", "--set", bad,
+             "--out", str(tmp_path / "x")],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert out.returncode == 2, (bad, out.stderr)
+        assert "--set" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_report_refuses_a_directory_without_runs(dclaw_cmd, tmp_path):

@@ -12,8 +12,11 @@ OBS, ACT, T = 4, 2, 6
 
 
 def small_agent(algorithm="unified", **overrides) -> UnifiedAgent:
+    tiny = {"warmup_episodes": 2, "gate__num_masks": 8, "gate__rollouts_per_mask": 4,
+            "sac__updates_per_episode": 10, "mb_policy__updates_per_episode": 2,
+            "dynamics__updates_per_episode": 5} | overrides
     return UnifiedAgent(make_config("cpu-small", algorithm=algorithm, obs_dim=OBS, act_dim=ACT,
-                                    episode_steps=T, device="cpu", **overrides))
+                                    episode_steps=T, device="cpu", **tiny))
 
 
 def fake_episode(rng: np.random.Generator):

@@ -29,7 +29,8 @@ def test_dclaw_paper_preset_follows_table_2_and_design():
 def test_cpu_small_is_smaller_with_the_same_structure():
     small, paper = PRESETS["cpu-small"], PRESETS["dclaw-paper"]
     assert max(small.mb_policy.hidden) < max(paper.mb_policy.hidden)
-    assert small.gate.num_masks < paper.gate.num_masks
+    assert small.dynamics.lstm_size < paper.dynamics.lstm_size
+    assert small.mb_policy.updates_per_episode < paper.mb_policy.updates_per_episode
     assert len(small.dynamics.hidden_sizes) == len(paper.dynamics.hidden_sizes) == 2
     assert small.mb_policy.training == paper.mb_policy.training
 
