@@ -22,8 +22,10 @@ MBTraining = Literal["full_trajectory", "dreamer"]
 class SACConfig:
     """Model-free learner: SAC with the two changes of Sec. 3.2 (Ball et al. 2023)."""
 
-    actor_hidden: tuple[int, ...] = (256, 256, 256)  # A.2.2: Tanh-Gaussian MLP, tanh
-    critic_hidden: tuple[int, ...] = (256, 256, 256)  # A.2.3: Q(s, a), ReLU
+    # A.2.2/A.2.3 "three layers, with [tanh|ReLU] activations between layers": three linear
+    # layers, i.e. two hidden layers and the output layer (the heads). Hidden widths here.
+    actor_hidden: tuple[int, ...] = (256, 256)  # A.2.2: Tanh-Gaussian MLP, tanh
+    critic_hidden: tuple[int, ...] = (256, 256)  # A.2.3: Q(s, a), ReLU
     critic_layer_norm: bool = True  # Sec. 3.2: LayerNorm in the Q networks
     entropy_in_q_target: bool = False  # Sec. 3.2: the entropy term is omitted from the Q target
     alpha: float = 0.2  # Table 2: alpha_MF
@@ -63,7 +65,7 @@ class DynamicsConfig:
 class MBPolicyConfig:
     """Model-based policy and its training (Sec. 3.2 "Model-Based RL", A.2.2, Table 2)."""
 
-    hidden: tuple[int, ...] = (1024, 1024, 1024)  # A.2.2: Tanh-Gaussian, 1024 units, tanh
+    hidden: tuple[int, ...] = (1024, 1024)  # A.2.2: three layers (two hidden), 1024, tanh
     training: MBTraining = "full_trajectory"  # Table 2: DClaw uses full-trajectory training
     alpha: float = 0.2  # Table 2: alpha_MB
     auto_entropy: bool = False  # Table 2: off for DClaw
@@ -79,7 +81,7 @@ class MBPolicyConfig:
     # Dreamer-style training (Hafner et al. 2019), used when training == "dreamer".
     dreamer_horizon: int = 16  # Sec. 3.2: H = 16
     dreamer_lambda: float = 0.95
-    value_hidden: tuple[int, ...] = (256, 256, 256)  # A.2.3: state-value critic, ReLU
+    value_hidden: tuple[int, ...] = (256, 256)  # A.2.3: state-value critic, ReLU
     value_lr: float = 3e-4
 
 
@@ -124,7 +126,7 @@ PRESETS: dict[str, AgentConfig] = {
     # Table 2 row DClaw-TurnFixed and DESIGN.md "Defaults from the paper".
     "dclaw-paper": AgentConfig(),
     # The CPU preset for tests and laptops: the paper's SAC (it is cheap), a much smaller
-    # model-based side (dynamics 64 wide, MB policy 3 x 256, fewer updates), the paper's K and
+    # model-based side (dynamics 64 wide, MB policy 256 wide, fewer updates), the paper's K and
     # M. About 2 s of learning per episode on a 2-core CPU (docs/BENCHMARKS.md).
     "cpu-small": AgentConfig(
         warmup_episodes=5,
@@ -136,12 +138,12 @@ PRESETS: dict[str, AgentConfig] = {
             updates_per_episode=20,
         ),
         mb_policy=MBPolicyConfig(
-            hidden=(256, 256, 256),
+            hidden=(256, 256),
             num_masks=10,
             rollouts_per_mask=10,
             updates_per_episode=10,
             lr=3e-4,
-            value_hidden=(64, 64, 64),
+            value_hidden=(64, 64),
         ),
         gate=GateConfig(num_masks=50, rollouts_per_mask=10),
     ),

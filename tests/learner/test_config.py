@@ -20,9 +20,10 @@ def test_dclaw_paper_preset_follows_table_2_and_design():
     assert c.dynamics.eta == 200 and c.dynamics.batch_trajectories == 100
     assert c.sac.sigma_max is None and c.mb_policy.sigma_max is None
     assert c.sac.critic_layer_norm and not c.sac.entropy_in_q_target
-    assert c.sac.actor_hidden == c.sac.critic_hidden == (256, 256, 256)
-    assert c.mb_policy.hidden == (1024, 1024, 1024)
-    assert c.mb_policy.value_hidden == (256, 256, 256)
+    # "Three layers" with activations between them: two hidden layers and the output.
+    assert c.sac.actor_hidden == c.sac.critic_hidden == (256, 256)
+    assert c.mb_policy.hidden == (1024, 1024)
+    assert c.mb_policy.value_hidden == (256, 256)
     assert c.gate.mf_every == 10
 
 
