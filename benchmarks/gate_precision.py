@@ -21,7 +21,10 @@ from learner.gate import estimate_returns
 
 
 def sample(agent, dtype: str, calls: int, seed: int):
-    config = dataclasses.replace(agent.config.gate, compute_dtype=dtype)
+    config = dataclasses.replace(
+        agent.config.gate, compute_dtype=dtype,
+        horizon=agent.config.gate.horizon or agent.config.episode_steps,
+    )
     gen = torch.Generator().manual_seed(seed)
     init = agent.buffer.initial_observations()
     diffs, seconds = [], []
