@@ -169,6 +169,111 @@ def report(
     typer.echo(f"wrote {out / 'table.md'} and {out / 'comparison.png'}")
 
 
+# -- the learner service (server/, migrations/) ------------------------------------------------
+def _refused(exc: Exception) -> typer.Exit:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+def _quiet_migrations() -> None:
+    # The service checks the schema at start and on every /readyz; alembic logs INFO each time.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default: DCLAW_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: DCLAW_PORT).")] = None,
+    trainer: Annotated[
+        bool | None,
+        typer.Option("--trainer/--no-trainer",
+                     help="Run a trainer supervisor in this process (default: DCLAW_TRAINER)."),
+    ] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, help="API processes (settings then come from the environment).")
+    ] = 1,
+) -> None:
+    """The learner service: REST API under /api/v1 and, unless --no-trainer, trainers.
+
+    Settings come from DCLAW_* variables and .env (DCLAW_DATABASE_URL, DCLAW_ADMIN_TOKEN,
+    DCLAW_RUNNER_TOKEN, DCLAW_DEV...). The database must be at the newest migration:
+    `dclaw db upgrade` first.
+    """
+    _quiet_migrations()
+    from server.service import StartupRefused, load_settings
+    from server.service import serve as run_service
+
+    try:
+        settings = load_settings(host=host, port=port, trainer=trainer)
+        run_service(settings, access_log=access_log, workers=workers)
+    except StartupRefused as exc:
+        raise _refused(exc) from exc
+
+
+@app.command()
+def trainer(
+    slots: Annotated[
+        int | None, typer.Option(min=1, help="Runs trained at once (default: DCLAW_TRAINER_SLOTS).")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="This trainer's name in leases (default: host-pid).")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port.")
+    ] = None,
+) -> None:
+    """Trainers alone, e.g. on a second GPU box against the service's PostgreSQL."""
+    _quiet_migrations()
+    from server.service import StartupRefused, load_settings, run_trainer
+
+    try:
+        settings = load_settings(trainer_slots=slots, trainer_name=name)
+        run_trainer(settings, metrics_port=metrics_port)
+    except StartupRefused as exc:
+        raise _refused(exc) from exc
+
+
+db_app = typer.Typer(help="The service's database schema (Alembic migrations in migrations/).",
+                     no_args_is_help=True)
+app.add_typer(db_app, name="db")
+DatabaseUrl = Annotated[
+    str | None, typer.Option(help="SQLAlchemy URL (default: DCLAW_DATABASE_URL).")
+]
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Migrates the database up to the newest (or the given) revision."""
+    from server.service import db_upgrade as upgrade
+
+    typer.echo(f"database at revision {upgrade(revision, database_url)}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision, e.g. -1 or base.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Migrates the database down (base: drops every table of the service)."""
+    from server.service import db_downgrade as downgrade
+
+    typer.echo(f"database at revision {downgrade(revision, database_url)}")
+
+
+@db_app.command("current")
+def db_current(database_url: DatabaseUrl = None) -> None:
+    """Shows the database's revision and the newest one."""
+    from server.service import db_current as current
+
+    url, revision, head = current(database_url)
+    state = "up to date" if revision == head else "behind: run `dclaw db upgrade`"
+    typer.echo(f"{url}: revision {revision}, newest {head} ({state})")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,217 @@
+"""Episode ingest and assignment latency through the real service (`dclaw serve --no-trainer`
+under uvicorn) into PostgreSQL.
+
+A fresh schema is migrated, a run is created and started, and one policy and gate decision are
+stored directly (no trainer: this measures the API and the database). Then `--clients` threads,
+each with its own HTTP connection, upload `--episodes` full 40-step episodes each (pre-encoded
+JSON, a fresh Idempotency-Key per upload); the rows are counted afterwards. Last, one client asks
+for `--assignments` assignments that are ready, one at a time.
+
+    python -m benchmarks.ingest [--clients 16] [--episodes 40] [--assignments 500]
+        [--workers 1] [--database-url postgresql://postgres@127.0.0.1:5432/test]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import sqlalchemy as sa
+
+from server import migrate
+from server.db import make_engine, make_session_factory, transaction
+from server.repository import learning
+from server.settings import Settings
+
+ADMIN, RUNNER = "bench-admin-token-0123456789", "bench-runner-token-0123456789"
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def episode_bytes(runner: str, seq: int, decision_id: int) -> bytes:
+    rng = np.random.default_rng(seq)
+    return json.dumps({
+        "runner": runner, "seq": seq, "policy_kind": "mf", "policy_version": 0,
+        "decision_id": decision_id,
+        "observations": rng.normal(size=(41, 21)).astype(np.float32).tolist(),
+        "actions": rng.uniform(-1, 1, size=(40, 9)).astype(np.float32).tolist(),
+        "rewards": rng.normal(size=40).astype(np.float32).tolist(),
+        "timestamps": (np.arange(41) * 0.1).tolist(),
+        "timing": {"period_mean_s": 0.1, "missed_deadlines": 0},
+    }).encode()
+
+
+class Database:
+    """A schema of its own on PostgreSQL (dropped at the end), or a temp SQLite file."""
+
+    def __init__(self, url: str):
+        self.base = Settings(database_url=url, dev=True).database_url
+        self.schema = f"bench_{uuid.uuid4().hex[:10]}"
+        if self.base.startswith("sqlite"):
+            self.tmp = tempfile.TemporaryDirectory()
+            self.url = f"sqlite:///{Path(self.tmp.name) / 'bench.db'}"
+        else:
+            with sa.create_engine(self.base).begin() as conn:
+                conn.execute(sa.text(f'CREATE SCHEMA "{self.schema}"'))
+            self.url = sa.engine.make_url(self.base).update_query_dict(
+                {"options": f"-csearch_path={self.schema}"}).render_as_string(hide_password=False)
+        migrate.upgrade(self.url)
+
+    def drop(self) -> None:
+        if self.base.startswith("sqlite"):
+            self.tmp.cleanup()
+            return
+        engine = sa.create_engine(self.base)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{self.schema}" CASCADE'))
+        engine.dispose()
+
+
+def start_service(url: str, workers: int) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "DCLAW_DATABASE_URL": url, "DCLAW_ADMIN_TOKEN": ADMIN,
+           "DCLAW_RUNNER_TOKEN": RUNNER}
+    dclaw = Path(sys.executable).parent / "dclaw"
+    process = subprocess.Popen([str(dclaw), "serve", "--port", str(port), "--no-trainer",
+                                "--workers", str(workers)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("the service did not start")
+
+
+def prepare_run(base: str, url: str) -> tuple[int, int]:
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    run = httpx.post(f"{base}/api/v1/runs", headers=admin, json={
+        "name": "bench", "preset": "cpu-small", "mode": "sync"}).json()
+    httpx.post(f"{base}/api/v1/runs/{run['id']}/start", headers=admin).raise_for_status()
+    engine = make_engine(url, pool_size=1)
+    data = b"a policy document"
+    with transaction(make_session_factory(engine)) as session:
+        learning.add_snapshot(session, run_id=run["id"], kind="mf", version=0, data=data,
+                              sha256=hashlib.sha256(data).hexdigest(), header={},
+                              trainer="bench")
+        decision = learning.add_decision(session, run_id=run["id"], episodes_seen=0, record={
+            "choice": "mf", "reason": "warm-up", "mf_version": 0, "mb_version": 0},
+            trainer="bench")
+        decision_id = decision.id
+    engine.dispose()
+    return run["id"], decision_id
+
+
+def ingest(base: str, run_id: int, decision_id: int, clients: int, episodes: int,
+           warmup: int = 2):
+    """Each client uploads `warmup` episodes (not timed: connections, pools, threads warm up)
+    and then `episodes` timed ones."""
+    bodies = {(c, s): episode_bytes(f"robot-{c}", s, decision_id)
+              for c in range(clients) for s in range(warmup + episodes)}
+    latencies: list[float] = []
+    failures: list[str] = []
+    barrier = threading.Barrier(clients + 1)
+
+    def client(c: int) -> None:
+        headers = {"Authorization": f"Bearer {RUNNER}", "Content-Type": "application/json"}
+        with httpx.Client(base_url=base, timeout=30) as http:
+            for s in range(warmup + episodes):
+                if s == warmup:
+                    barrier.wait()
+                start = time.perf_counter()
+                got = http.post(f"/api/v1/runs/{run_id}/episodes", content=bodies[(c, s)],
+                                headers={**headers, "Idempotency-Key": str(uuid.uuid4())})
+                if s >= warmup:
+                    latencies.append(time.perf_counter() - start)
+                if got.status_code != 201:
+                    failures.append(f"{got.status_code} {got.text[:200]}")
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start, latencies, failures
+
+
+def assignments(base: str, run_id: int, count: int) -> list[float]:
+    latencies = []
+    headers = {"Authorization": f"Bearer {RUNNER}"}
+    with httpx.Client(base_url=base, timeout=30) as http:
+        for i in range(count + 20):
+            start = time.perf_counter()
+            got = http.post(f"/api/v1/runs/{run_id}/assignments", headers=headers,
+                            json={"runner": "latency-probe", "seq": 0})
+            if i >= 20:  # the first ones warm the connection and the caches
+                latencies.append(time.perf_counter() - start)
+            got.raise_for_status()
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", default=os.environ.get(
+        "DCLAW_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"))
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--episodes", type=int, default=40, help="per client")
+    parser.add_argument("--assignments", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    args = parser.parse_args()
+
+    db = Database(args.database_url)
+    process, base = start_service(db.url, args.workers)
+    try:
+        run_id, decision_id = prepare_run(base, db.url)
+        seconds, latencies, failures = ingest(base, run_id, decision_id, args.clients,
+                                              args.episodes)
+        engine = make_engine(db.url, pool_size=1)
+        with engine.connect() as conn:
+            stored = conn.execute(sa.text("SELECT count(*) FROM episodes WHERE run_id = :r"),
+                                  {"r": run_id}).scalar_one()
+        engine.dispose()
+        sent = args.clients * (args.episodes + 2)  # with the warm-up uploads
+        size_kib = len(episode_bytes("robot-0", 0, decision_id)) / 1024
+        print(f"database: {sa.engine.make_url(db.url).get_backend_name()}, {args.workers} "
+              f"uvicorn process(es), no trainer; episode body {size_kib:.0f} KiB of JSON")
+        timed = args.clients * args.episodes
+        print(f"ingest: {args.clients} clients x {args.episodes} episodes = {timed} in "
+              f"{seconds:.2f} s -> {timed / seconds:.0f} episodes/s (after 2 warm-up each)")
+        print(f"  latency p50 {1000 * percentile(latencies, 50):.1f} ms, "
+              f"p99 {1000 * percentile(latencies, 99):.1f} ms, "
+              f"max {1000 * max(latencies):.1f} ms")
+        print(f"  rows stored {stored} of {sent} sent; failures {len(failures)}"
+              + (f" (first: {failures[0]})" if failures else ""))
+        lat = assignments(base, run_id, args.assignments)
+        print(f"assignments (ready, one client, sequential): {len(lat)} requests, "
+              f"p50 {1000 * statistics.median(lat):.1f} ms, "
+              f"p99 {1000 * percentile(lat, 99):.1f} ms")
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        db.drop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Episodes: idempotent upload, summaries with paging, one episode with its arrays."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+
+from server.api.params import AUTH_ERRORS, After, Limit, RunId
+from server.deps import IdempotencyKey, MetricsDep, ReaderDep, RunnerDep, SessionDep
+from server.repository import episodes as repo
+from server.schemas import (
+    MAX_ID,
+    RUNNER_NAME,
+    EpisodeDetail,
+    EpisodeOut,
+    EpisodePage,
+    EpisodeUpload,
+    ErrorBody,
+)
+
+router = APIRouter(prefix="/api/v1/runs/{run_id}/episodes", tags=["episodes"])
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+@router.post(
+    "",
+    status_code=201,
+    dependencies=[RunnerDep],
+    responses={
+        200: {"model": EpisodeOut,
+              "description": f"A retry: the first upload's result ({REPLAYED_HEADER}: true)."},
+        400: {"model": ErrorBody, "description": "Missing or malformed Idempotency-Key."},
+        404: {"model": ErrorBody, "description": "No such run."},
+        409: {"model": ErrorBody,
+              "description": "The key, or the runner's seq, was used for different data."},
+        413: {"model": ErrorBody, "description": "Body larger than DCLAW_MAX_BODY_BYTES."},
+        422: {"model": ErrorBody,
+              "description": "Wrong shapes, NaN/inf, unknown policy version or decision."},
+        **AUTH_ERRORS,
+    },
+)
+def upload_episode(run_id: RunId, body: EpisodeUpload, key: IdempotencyKey,
+                   session: SessionDep, response: Response, metrics: MetricsDep) -> EpisodeOut:
+    """Stores one episode: observations (T+1)×21, actions T×9, rewards T, timestamps."""
+    result = repo.add_episode(
+        session, run_id=run_id, idempotency_key=key, runner=body.runner, seq=body.seq,
+        policy_kind=body.policy_kind, policy_version=body.policy_version,
+        decision_id=body.decision_id, observations=body.observations, actions=body.actions,
+        rewards=body.rewards, timestamps=body.timestamps, timing=body.timing)
+    if result.created:
+        metrics.episodes_stored.inc()
+    else:
+        response.status_code = 200
+        response.headers[REPLAYED_HEADER] = "true"
+        metrics.episode_retries.inc()
+    return EpisodeOut.model_validate(result.episode)
+
+
+@router.get("", dependencies=[ReaderDep], responses={404: {"model": ErrorBody}})
+def list_episodes(
+    run_id: RunId, session: SessionDep, after: After = 0, limit: Limit = 100,
+    runner: Annotated[str | None, Query(pattern=RUNNER_NAME)] = None,
+) -> EpisodePage:
+    """Episode summaries in upload order; page with `after` = the previous page's next_after."""
+    items = repo.list_episodes(session, run_id=run_id, after=after, limit=limit, runner=runner)
+    return EpisodePage(items=[EpisodeOut.model_validate(e) for e in items],
+                       next_after=items[-1].id if len(items) == limit else None)
+
+
+@router.get("/{episode_id}", dependencies=[ReaderDep], responses={404: {"model": ErrorBody}})
+def get_episode(
+    run_id: RunId,
+    episode_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    session: SessionDep,
+    arrays: Annotated[bool, Query(description="Include the arrays.")] = False,
+) -> EpisodeDetail | EpisodeOut:
+    episode = repo.get_episode(session, run_id=run_id, episode_id=episode_id)
+    if not arrays:
+        return EpisodeOut.model_validate(episode)
+    data = repo.episode_arrays(episode)
+    return EpisodeDetail(
+        **EpisodeOut.model_validate(episode).model_dump(),
+        observations=data.observations.tolist(), actions=data.actions.tolist(),
+        rewards=data.rewards.tolist(), timestamps=data.timestamps.tolist())

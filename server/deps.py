@@ -1,0 +1,95 @@
+"""The routes' dependencies, as `Annotated` aliases: settings, a database session (one
+transaction per request) and the three kinds of access.
+
+The ones that only look at the request are `async`: they run on the event loop, without the
+thread hop a plain `def` dependency costs. The session is a plain `def`: its commit blocks."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from server.metrics import ServiceMetrics
+from server.settings import Settings
+
+_bearer = HTTPBearer(auto_error=False, description="Admin or runner token from the settings.")
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{7,127}$")
+
+
+async def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+async def get_metrics(request: Request) -> ServiceMetrics:
+    return request.app.state.metrics
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One transaction per request: committed before the response is sent, rolled back when
+    the route raises."""
+    with request.app.state.session_factory() as session, session.begin():
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _matches(credentials: HTTPAuthorizationCredentials | None, *tokens: str) -> bool:
+    if credentials is None:
+        raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)",
+                            headers={"WWW-Authenticate": "Bearer"})
+    given = credentials.credentials.encode()
+    # Every comparison runs, in constant time, whatever matched first.
+    return any([secrets.compare_digest(given, token.encode()) for token in tokens])
+
+
+async def require_admin(settings: SettingsDep, credentials: Credentials) -> None:
+    if not _matches(credentials, settings.admin_token.get_secret_value()):
+        raise HTTPException(403, "this needs the admin token")
+
+
+async def require_runner(settings: SettingsDep, credentials: Credentials) -> None:
+    """Runner endpoints: the runner token (the admin token works too)."""
+    tokens = (settings.runner_token.get_secret_value(), settings.admin_token.get_secret_value())
+    if not _matches(credentials, *tokens):
+        raise HTTPException(403, "this needs the runner token")
+
+
+async def require_reader(settings: SettingsDep, credentials: Credentials) -> None:
+    """Read-only endpoints: open, unless DCLAW_READ_REQUIRES_TOKEN is set."""
+    if not settings.read_requires_token:
+        return
+    tokens = (settings.runner_token.get_secret_value(), settings.admin_token.get_secret_value())
+    if not _matches(credentials, *tokens):
+        raise HTTPException(403, "reading needs the admin or runner token on this service")
+
+
+async def idempotency_key(
+    key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key",
+               description="8-128 characters of letters, digits and _.:- (a UUID works); a retry "
+                           "with the same key gets the first upload's result."),
+    ] = None,
+) -> str:
+    if key is None:
+        raise HTTPException(400, "missing Idempotency-Key header: every upload needs one")
+    if not IDEMPOTENCY_KEY.match(key):
+        raise HTTPException(400, "malformed Idempotency-Key: use 8-128 characters of letters, "
+                                 "digits and _.:- starting with a letter or digit (a UUID works)")
+    return key
+
+
+AdminDep = Depends(require_admin)
+RunnerDep = Depends(require_runner)
+ReaderDep = Depends(require_reader)
+IdempotencyKey = Annotated[str, Depends(idempotency_key)]

@@ -1,0 +1,127 @@
+"""What `dclaw serve`, `dclaw trainer` and `dclaw db` do; `dclaw/cli.py` imports this lazily.
+
+Each function raises `StartupRefused` with a message for the operator instead of a traceback
+when the settings are unsafe or the database is behind the newest migration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from typing import Any
+
+from pydantic import ValidationError
+
+from server import migrate
+from server.db import make_engine, make_session_factory
+from server.errors import SchemaOutOfDate
+from server.settings import Settings, get_database_settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class StartupRefused(RuntimeError):
+    pass
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings with the CLI's overrides (None means: not given)."""
+    try:
+        return get_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        messages = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise StartupRefused(f"bad settings: {messages}") from exc
+
+
+def check_database(settings: Settings) -> None:
+    engine = make_engine(settings.database_url)
+    try:
+        migrate.check_schema(engine)
+    except SchemaOutOfDate as exc:
+        raise StartupRefused(str(exc)) from exc
+    finally:
+        engine.dispose()
+
+
+def serve(settings: Settings, *, access_log: bool = False, workers: int = 1) -> None:
+    """The API (and, with settings.trainer, a trainer supervisor) under uvicorn.
+
+    With workers > 1, uvicorn runs that many processes of the (stateless) API; each builds its
+    settings from the environment, so the CLI's trainer choice is passed on through it. With the
+    trainer on, every worker runs a supervisor (leases share the runs out among them)."""
+    import uvicorn
+
+    from server.app import create_app
+
+    check_database(settings)
+    log.info("serving on http://%s:%d (%d worker(s), trainer %s)", settings.host, settings.port,
+             workers, "on" if settings.trainer else "off")
+    options = {"host": settings.host, "port": settings.port, "access_log": access_log,
+               "log_level": "info", "timeout_graceful_shutdown": 30}
+    if workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return
+    os.environ["DCLAW_TRAINER"] = "true" if settings.trainer else "false"
+    uvicorn.run("server.app:create_app", factory=True, workers=workers, **options)
+
+
+def run_trainer(settings: Settings, *, metrics_port: int | None = None) -> None:
+    """Trainers alone (another GPU box against the same PostgreSQL) until SIGINT/SIGTERM."""
+    from prometheus_client import start_http_server
+
+    from server.metrics import ServiceMetrics
+    from server.trainer.supervisor import TrainerSupervisor
+
+    check_database(settings)
+    engine = make_engine(settings.database_url)
+    metrics = ServiceMetrics()
+    if metrics_port is not None:
+        start_http_server(metrics_port, registry=metrics.registry)
+    supervisor = TrainerSupervisor(settings=settings, session_factory=make_session_factory(engine),
+                                   metrics=metrics)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    supervisor.start()
+    stop.wait()
+    log.info("trainer %s: stopping (finishing steps, checkpointing)", settings.trainer_name)
+    supervisor.stop()
+    engine.dispose()
+
+
+def db_upgrade(revision: str = "head", database_url: str | None = None) -> str:
+    url = _url(database_url)
+    migrate.upgrade(url, revision)
+    return _current(url)
+
+
+def db_downgrade(revision: str, database_url: str | None = None) -> str:
+    url = _url(database_url)
+    migrate.downgrade(url, revision)
+    return _current(url)
+
+
+def db_current(database_url: str | None = None) -> tuple[str, str | None, str]:
+    url = _url(database_url)
+    return _redacted(url), _current(url), migrate.head_revision()
+
+
+def _url(database_url: str | None) -> str:
+    overrides = {"database_url": database_url} if database_url else {}
+    return get_database_settings(**overrides).database_url
+
+
+def _current(url: str) -> str | None:
+    engine = make_engine(url)
+    try:
+        return migrate.current_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

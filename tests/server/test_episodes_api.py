@@ -1,0 +1,175 @@
+"""Episode upload over HTTP on SQLite and PostgreSQL: stored once whatever the retries, every
+bad input a 4xx with a message and nothing stored changed; summaries with paging."""
+
+import json
+
+import numpy as np
+import pytest
+from server_testkit import ADMIN_AUTH, RUNNER_AUTH, create_run, episode_body, store_decision, upload
+
+
+@pytest.fixture
+def run(client, factory):
+    run = create_run(client)
+    run["decision"] = store_decision(factory, run["id"])
+    return run
+
+
+def _count(client, run_id) -> int:
+    return client.get(f"/api/v1/runs/{run_id}").json()["episodes"]
+
+
+def test_upload_get_and_arrays_roundtrip(client, run):
+    body = episode_body(decision_id=run["decision"])
+    first = upload(client, run["id"], body)
+    assert first.status_code == 201, first.text
+    summary = first.json()
+    assert summary["steps"] == 40 and summary["train_index"] is None
+    assert summary["return"] == pytest.approx(float(np.sum(np.float32(body["rewards"]))), 1e-5)
+    detail = client.get(f"/api/v1/runs/{run['id']}/episodes/{summary['id']}",
+                        params={"arrays": True}).json()
+    np.testing.assert_allclose(detail["observations"], body["observations"], rtol=1e-6)
+    np.testing.assert_allclose(detail["actions"], body["actions"], rtol=1e-6)
+    assert len(detail["timestamps"]) == 41 and detail["timing"] == body["timing"]
+
+
+def test_retries_store_nothing_twice(client, run):
+    body = episode_body(decision_id=run["decision"])
+    first = upload(client, run["id"], body, key="retry-key-0001")
+    again = upload(client, run["id"], body, key="retry-key-0001")
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    # A retry under a new key (a runner that lost its key) is still the same episode.
+    other_key = upload(client, run["id"], body, key="retry-key-0002")
+    assert other_key.status_code == 200 and other_key.json()["id"] == first.json()["id"]
+    assert _count(client, run["id"]) == 1
+    changed = dict(body, rewards=[r + 1 for r in body["rewards"]])
+    reused_seq = upload(client, run["id"], changed, key="retry-key-0003")
+    assert reused_seq.status_code == 409 and "seq 0" in reused_seq.json()["detail"]
+    reused_key = upload(client, run["id"], dict(changed, seq=1), key="retry-key-0001")
+    assert reused_key.status_code == 409 and "Idempotency-Key" in reused_key.json()["detail"]
+    assert _count(client, run["id"]) == 1
+    stored = client.get(f"/api/v1/runs/{run['id']}/episodes/{first.json()['id']}",
+                        params={"arrays": True}).json()
+    np.testing.assert_allclose(stored["rewards"], body["rewards"], rtol=1e-6)
+
+
+def _bad(body: dict, **changes) -> dict:
+    return {**body, **changes}
+
+
+BAD_BODIES = {
+    "short observations": (lambda b: _bad(b, observations=b["observations"][:-1]),
+                           "observations has shape (40, 21), expected (41, 21)"),
+    "wide actions": (lambda b: _bad(b, actions=[[*row, 0.0] for row in b["actions"]]),
+                     "actions has shape (40, 10)"),
+    "ragged": (lambda b: _bad(b, actions=[b["actions"][0][:3], *b["actions"][1:]]),
+               "actions is not a rectangular array"),
+    "rewards 2-d": (lambda b: _bad(b, rewards=[[r] for r in b["rewards"]]), "rewards"),
+    "timestamps length": (lambda b: _bad(b, timestamps=b["timestamps"][:5]), "timestamps"),
+    "timestamps backwards": (lambda b: _bad(b, timestamps=b["timestamps"][::-1]), "decrease"),
+    "too large for float32": (lambda b: _bad(b, rewards=[1e300] * 40), "too large"),
+    "unknown policy version": (lambda b: _bad(b, policy_version=7),
+                               "has no mf policy version 7 (newest: 0)"),
+    "unknown kind": (lambda b: _bad(b, policy_kind="mb"), "has no mb policy version 0"),
+    "bad kind": (lambda b: _bad(b, policy_kind="ppo"), "policy_kind"),
+    "unknown decision": (lambda b: _bad(b, decision_id=99), "has no gate decision 99"),
+    "negative seq": (lambda b: _bad(b, seq=-1), "seq"),
+    "runner name": (lambda b: _bad(b, runner="robot 1; drop"), "runner"),
+    "extra field": (lambda b: _bad(b, colour="red"), "colour"),
+    "timing not numbers": (lambda b: _bad(b, timing={"x": "slow"}), "timing"),
+    "missing rewards": (lambda b: {k: v for k, v in b.items() if k != "rewards"}, "rewards"),
+}
+
+
+def test_bad_bodies(client, run):
+    """Each case alone (one database per run of the test, to keep the suite quick)."""
+    good = episode_body(decision_id=run["decision"])
+    stored = upload(client, run["id"], good).json()
+    for case, (make, message) in BAD_BODIES.items():
+        body = make(episode_body(seq=1, decision_id=run["decision"]))
+        response = upload(client, run["id"], body, key="bad-body-key-01")
+        assert response.status_code == 422, (case, response.text)
+        assert message in response.text, (case, response.text)
+    assert _count(client, run["id"]) == 1
+    assert client.get(f"/api/v1/runs/{run['id']}/episodes").json()["items"] == [stored]
+
+
+def test_nan_and_infinity(client, run):
+    body = episode_body(decision_id=run["decision"])
+    for literal in ("NaN", "Infinity", "-Infinity"):
+        text = json.dumps(body).replace(str(body["observations"][3][5]), literal, 1)
+        assert literal in text
+        response = client.post(f"/api/v1/runs/{run['id']}/episodes", content=text.encode(),
+                               headers={**RUNNER_AUTH, "Idempotency-Key": "nan-key-0001",
+                                        "Content-Type": "application/json"})
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"][-3:] == ["observations", 3, 5]
+        assert "finite" in response.text
+    assert _count(client, run["id"]) == 0
+
+
+def test_idempotency_key_format(client, run):
+    cases = [(None, "missing Idempotency-Key"), ("short", "malformed"),
+             ("has space 12345", "malformed"), ("x" * 200, "malformed"),
+             ("-starts-with-dash", "malformed")]
+    for key, message in cases:
+        headers = dict(RUNNER_AUTH)
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        response = client.post(f"/api/v1/runs/{run['id']}/episodes", headers=headers,
+                               json=episode_body(decision_id=run["decision"]))
+        assert response.status_code == 400 and message in response.json()["detail"], key
+    assert _count(client, run["id"]) == 0
+
+
+def test_unknown_run_oversized_body_and_auth(client, run, settings):
+    body = episode_body(decision_id=run["decision"])
+    assert upload(client, 999, body).status_code == 404
+    huge = dict(body, timing={f"k{i}": 0.5 for i in range(60)},
+                observations=body["observations"] * 400)
+    payload = json.dumps(huge).encode()
+    assert len(payload) > settings.max_body_bytes
+    response = upload(client, run["id"], huge)
+    assert response.status_code == 413 and "larger than" in response.json()["detail"]
+
+    def chunks():  # no Content-Length: the limit counts the stream
+        for i in range(0, len(payload), 65536):
+            yield payload[i:i + 65536]
+
+    streamed = client.post(f"/api/v1/runs/{run['id']}/episodes", content=chunks(), headers={
+        **RUNNER_AUTH, "Idempotency-Key": "stream-key-01", "Content-Type": "application/json"})
+    assert streamed.status_code == 413
+    no_token = client.post(f"/api/v1/runs/{run['id']}/episodes", json=body,
+                           headers={"Idempotency-Key": "noauth-key-01"})
+    assert no_token.status_code == 401
+    # The admin token may do what a runner does.
+    admin = client.post(f"/api/v1/runs/{run['id']}/episodes", json=body,
+                        headers={**ADMIN_AUTH, "Idempotency-Key": "admin-key-001"})
+    assert admin.status_code == 201
+    assert _count(client, run["id"]) == 1
+
+
+def test_paging(client, run):
+    ids = []
+    for seq in range(5):
+        for runner in ("robot-a", "robot-b"):
+            body = episode_body(runner=runner, seq=seq, decision_id=run["decision"],
+                                seed=seq * 2 + (runner == "robot-b"))
+            ids.append(upload(client, run["id"], body).json()["id"])
+    seen, after = [], 0
+    while True:
+        page = client.get(f"/api/v1/runs/{run['id']}/episodes",
+                          params={"after": after, "limit": 3}).json()
+        seen += [e["id"] for e in page["items"]]
+        if page["next_after"] is None:
+            break
+        after = page["next_after"]
+    assert seen == ids
+    only_b = client.get(f"/api/v1/runs/{run['id']}/episodes", params={"runner": "robot-b"}).json()
+    assert [e["seq"] for e in only_b["items"]] == [0, 1, 2, 3, 4]
+    assert "observations" not in only_b["items"][0]
+    assert client.get(f"/api/v1/runs/{run['id']}/episodes/99999").status_code == 404
+    assert client.get("/api/v1/runs/999/episodes").status_code == 404
+    assert client.get(f"/api/v1/runs/{run['id']}/episodes",
+                      params={"runner": "a\x00b"}).status_code == 422
