@@ -5,6 +5,9 @@ VENV ?= .venv
 # The CPU build of torch that this kind of machine keeps on disk; a GPU box may set its own.
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
+# The integration tests' PostgreSQL (this kind of machine runs one: trust auth, database `test`).
+DCLAW_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
+export DCLAW_TEST_DATABASE_URL
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint bench clean-venv

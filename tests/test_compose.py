@@ -30,6 +30,19 @@ def test_every_dclaw_command_in_compose_exists_in_the_cli():
     assert checked >= 1
 
 
+def test_every_setting_in_compose_is_read_by_the_settings_object():
+    from server.settings import Settings
+
+    fields = {name.upper() for name in Settings.model_fields}
+    compose = _compose()
+    passed = set()
+    for service in compose["services"].values():
+        passed |= {k for k in (service.get("environment") or {}) if k.startswith("DCLAW_")}
+    assert passed, "compose passes no DCLAW_ settings"
+    unknown = {k for k in passed if k.removeprefix("DCLAW_") not in fields}
+    assert not unknown, f"settings the service does not read: {sorted(unknown)}"
+
+
 def test_images_build_with_the_readme_install():
     dockerfile = (REPO / "Dockerfile").read_text()
     assert "make install" in dockerfile
@@ -37,3 +50,5 @@ def test_images_build_with_the_readme_install():
     for name, service in _compose()["services"].items():
         if "build" in service:
             assert service["build"] in (".", {"context": "."}), name
+        else:
+            assert service["image"] in ("dclaw-unified-rl:latest", "postgres:16"), name
