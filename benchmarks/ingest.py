@@ -123,9 +123,12 @@ def prepare_run(base: str, url: str) -> tuple[int, int]:
 
 
 def ingest(base: str, run_id: int, decision_id: int, clients: int, episodes: int,
-           warmup: int = 2):
+           warmup: int = 2, rate: float = 0.0):
     """Each client uploads `warmup` episodes (not timed: connections, pools, threads warm up)
-    and then `episodes` timed ones."""
+    and then `episodes` timed ones: back to back (closed loop) when `rate` is 0, else on a
+    schedule that offers `rate` episodes/s in all, staggered across clients (open loop, like a
+    fleet of robots). On a schedule, latency counts from the planned send time, so a request
+    held up behind a slow one is charged its wait (no coordinated omission)."""
     bodies = {(c, s): episode_bytes(f"robot-{c}", s, decision_id)
               for c in range(clients) for s in range(warmup + episodes)}
     latencies: list[float] = []
@@ -135,10 +138,15 @@ def ingest(base: str, run_id: int, decision_id: int, clients: int, episodes: int
     def client(c: int) -> None:
         headers = {"Authorization": f"Bearer {RUNNER}", "Content-Type": "application/json"}
         with httpx.Client(base_url=base, timeout=30) as http:
+            t0 = 0.0
             for s in range(warmup + episodes):
                 if s == warmup:
                     barrier.wait()
+                    t0 = time.perf_counter()
                 start = time.perf_counter()
+                if rate and s >= warmup:
+                    start = t0 + ((s - warmup) * clients + c) / rate
+                    time.sleep(max(0.0, start - time.perf_counter()))
                 got = http.post(f"/api/v1/runs/{run_id}/episodes", content=bodies[(c, s)],
                                 headers={**headers, "Idempotency-Key": str(uuid.uuid4())})
                 if s >= warmup:
@@ -178,6 +186,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=40, help="per client")
     parser.add_argument("--assignments", type=int, default=500)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="offered episodes/s in all (0: each client back to back)")
     args = parser.parse_args()
 
     db = Database(args.database_url)
@@ -185,7 +195,7 @@ def main() -> None:
     try:
         run_id, decision_id = prepare_run(base, db.url)
         seconds, latencies, failures = ingest(base, run_id, decision_id, args.clients,
-                                              args.episodes)
+                                              args.episodes, rate=args.rate)
         engine = make_engine(db.url, pool_size=1)
         with engine.connect() as conn:
             stored = conn.execute(sa.text("SELECT count(*) FROM episodes WHERE run_id = :r"),
@@ -196,8 +206,9 @@ def main() -> None:
         print(f"database: {sa.engine.make_url(db.url).get_backend_name()}, {args.workers} "
               f"uvicorn process(es), no trainer; episode body {size_kib:.0f} KiB of JSON")
         timed = args.clients * args.episodes
-        print(f"ingest: {args.clients} clients x {args.episodes} episodes = {timed} in "
-              f"{seconds:.2f} s -> {timed / seconds:.0f} episodes/s (after 2 warm-up each)")
+        offered = f"offered {args.rate:.0f}/s" if args.rate else "back to back"
+        print(f"ingest ({offered}): {args.clients} clients x {args.episodes} episodes = {timed}"
+              f" in {seconds:.2f} s -> {timed / seconds:.0f} episodes/s (after 2 warm-up each)")
         print(f"  latency p50 {1000 * percentile(latencies, 50):.1f} ms, "
               f"p99 {1000 * percentile(latencies, 99):.1f} ms, "
               f"max {1000 * max(latencies):.1f} ms")
