@@ -13,6 +13,12 @@ class NotFound(ServiceError):
     status_code = 404
 
 
+class Gone(ServiceError):
+    """It existed and was removed on purpose (a pruned policy document)."""
+
+    status_code = 410
+
+
 class Conflict(ServiceError):
     """The request clashes with what is stored (duplicate name, reused sequence number...)."""
 

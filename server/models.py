@@ -122,7 +122,8 @@ class PolicySnapshot(Base):
     version: Mapped[int]
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int]
-    data: Mapped[bytes] = mapped_column(LargeBinary)  # the wire format (learner/export.py)
+    # The wire format (learner/export.py); None once pruned (only the newest versions keep it).
+    data: Mapped[bytes | None] = mapped_column(LargeBinary)
     header: Mapped[dict[str, Any]]
     trainer: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

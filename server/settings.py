@@ -79,6 +79,9 @@ class Settings(DatabaseSettings):
     )
     checkpoint_every: int = Field(5, ge=1, description="Episodes learned between checkpoints.")
     checkpoints_kept: int = Field(2, ge=1, description="Newest checkpoints kept per run.")
+    policies_kept: int = Field(
+        20, ge=2, description="Newest policy versions per kind whose documents are kept; older "
+        "ones keep their record (late uploads may name them) but not their bytes.")
     trainer_batch_episodes: int = Field(
         16, ge=1, description="Most episodes a trainer learns before its next gate decision.")
     lease_ttl_s: float = Field(30.0, gt=0, description="A trainer lease expires after this.")

@@ -33,6 +33,8 @@ def list_policies(run_id: RunId, session: SessionDep,
               "headers": {SHA_HEADER: {"schema": {"type": "string"},
                                        "description": "sha256 of the body."}}},
         404: {"model": ErrorBody, "description": "No such run, or no such policy version."},
+        410: {"model": ErrorBody,
+              "description": "An old version whose document was pruned (DCLAW_POLICIES_KEPT)."},
     },
 )
 def download_policy(run_id: RunId, version: Version, kind: Kind, session: SessionDep) -> Response:

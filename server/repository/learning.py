@@ -6,10 +6,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, defer
 
-from server.errors import NotFound
+from server.errors import Gone, NotFound
 from server.models import Checkpoint, GateDecision, LearnerMetric, PolicySnapshot
 from server.repository.runs import get_run
 
@@ -27,10 +27,18 @@ def newest_version(session: Session, *, run_id: int, kind: str) -> int | None:
 
 
 def add_snapshot(session: Session, *, run_id: int, kind: str, version: int, data: bytes,
-                 sha256: str, header: dict[str, Any], trainer: str) -> None:
+                 sha256: str, header: dict[str, Any], trainer: str,
+                 keep: int | None = None) -> None:
+    """Stores a policy document; with `keep`, empties the documents of this kind older than the
+    newest `keep` versions (their rows stay: episodes uploaded late may name them)."""
     session.add(PolicySnapshot(run_id=run_id, kind=kind, version=version, data=data,
                                sha256=sha256, size=len(data), header=header, trainer=trainer))
     session.flush()
+    if keep is not None:
+        session.execute(update(PolicySnapshot).where(
+            PolicySnapshot.run_id == run_id, PolicySnapshot.kind == kind,
+            PolicySnapshot.version <= version - keep, PolicySnapshot.data.is_not(None),
+        ).values(data=None))
 
 
 def get_snapshot(session: Session, *, run_id: int, kind: str, version: int,
@@ -46,6 +54,10 @@ def get_snapshot(session: Session, *, run_id: int, kind: str, version: int,
         newest = newest_version(session, run_id=run_id, kind=kind)
         raise NotFound(f"run {run_id} has no {kind} policy version {version} "
                        f"(newest: {newest if newest is not None else 'none'})")
+    if with_data and snapshot.data is None:
+        newest = newest_version(session, run_id=run_id, kind=kind)
+        raise Gone(f"run {run_id}: {kind} policy version {version} was pruned (only the newest "
+                   f"versions are kept; newest: {newest}); ask for a new assignment")
     return snapshot
 
 

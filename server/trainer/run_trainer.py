@@ -186,7 +186,7 @@ class RunTrainer:
                                "weights; versions must name one document")
         learning_repo.add_snapshot(session, run_id=self.run_id, kind=kind, version=version,
                                    data=export.data, sha256=export.sha256, header=export.header,
-                                   trainer=self.claim.owner)
+                                   trainer=self.claim.owner, keep=self.settings.policies_kept)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def checkpoint(self) -> None:

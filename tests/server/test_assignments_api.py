@@ -6,6 +6,7 @@ import hashlib
 from server_testkit import ADMIN_AUTH, RUNNER_AUTH, create_run, episode_body, store_decision, upload
 
 from server.db import transaction
+from server.repository import learning
 from server.repository.episodes import mark_learned
 
 
@@ -128,3 +129,26 @@ def test_heartbeats(client):
                        headers=RUNNER_AUTH).status_code == 404
     assert [r["name"] for r in client.get(f"/api/v1/runs/{run['id']}/runners").json()] == [
         "robot-7"]
+
+
+def test_old_policy_documents_are_pruned_but_late_uploads_naming_them_are_kept(client, factory):
+    run = create_run(client)
+    base = f"/api/v1/runs/{run['id']}/policies"
+    with transaction(factory) as session:
+        for version in range(5):
+            data = f"doc {version}".encode()
+            learning.add_snapshot(session, run_id=run["id"], kind="mf", version=version,
+                                  data=data, sha256=hashlib.sha256(data).hexdigest(),
+                                  header={}, trainer="test", keep=2)
+    decision = store_decision(factory, run["id"], kind="mf", version=4)
+    # Versions 3 and 4 keep their documents; 0-2 keep their records only.
+    assert client.get(f"{base}/4", params={"kind": "mf"}).content == b"doc 4"
+    assert client.get(f"{base}/3", params={"kind": "mf"}).content == b"doc 3"
+    gone = client.get(f"{base}/1", params={"kind": "mf"})
+    assert gone.status_code == 410
+    assert "pruned" in gone.json()["detail"] and "newest: 4" in gone.json()["detail"]
+    meta = client.get(f"{base}/1/meta", params={"kind": "mf"})
+    assert meta.status_code == 200 and meta.json()["sha256"] == hashlib.sha256(b"doc 1").hexdigest()
+    # A runner that spooled an episode run with version 0 still gets it stored.
+    late = upload(client, run["id"], episode_body(decision_id=decision, version=0))
+    assert late.status_code == 201, late.text
