@@ -162,13 +162,7 @@ class MBPolicyLearner:
         alpha = self.log_alpha.exp().detach()
         loss = full_trajectory_loss(rollout.returns, rollout.log_probs, alpha)
         grad_norm, _ = self._step_policy(loss, rollout.log_probs)
-        return MBPolicyStats(
-            loss=loss.item(),
-            imagined_return=rollout.returns.mean().item(),
-            entropy=-rollout.log_probs.mean().item(),
-            alpha=self.alpha,
-            grad_norm=grad_norm,
-        )
+        return self._stats(loss, rollout, grad_norm)
 
     def _dreamer_step(
         self, model: DynamicsModel, buffer: EpisodeBuffer, generator: torch.Generator | None
@@ -190,13 +184,17 @@ class MBPolicyLearner:
         self.value_optim.zero_grad(set_to_none=True)
         loss_v.backward()
         self.value_optim.step()
+        return self._stats(loss, rollout, grad_norm, value_loss=loss_v.item())
+
+    def _stats(self, loss: torch.Tensor, rollout, grad_norm: float,
+               value_loss: float = 0.0) -> MBPolicyStats:
         return MBPolicyStats(
             loss=loss.item(),
             imagined_return=rollout.returns.mean().item(),
             entropy=-rollout.log_probs.mean().item(),
             alpha=self.alpha,
             grad_norm=grad_norm,
-            value_loss=loss_v.item(),
+            value_loss=value_loss,
         )
 
     @torch.no_grad()
