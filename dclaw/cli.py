@@ -33,6 +33,8 @@ def _root(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:  # one line per request drowns the runner's own output
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @app.command()
@@ -58,6 +60,115 @@ def sim(
     except RuntimeError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from exc
+
+
+class Backend(StrEnum):
+    sim = "sim"
+    dynamixel = "dynamixel"
+
+
+@app.command()
+def run(
+    run_id: Annotated[int, typer.Option("--run", min=1, help="The run to feed (its id).")],
+    learner: Annotated[str, typer.Option(envvar="DCLAW_LEARNER_URL",
+                                         help="The learner service's URL.")] = (
+        "http://127.0.0.1:8000"),
+    name: Annotated[str, typer.Option(help="This robot's name (unique per run) "
+                                           "[default: the host name].")] = "",
+    backend: Annotated[Backend, typer.Option(help="sim: MuJoCo in-process; dynamixel: the "
+                                                  "servos (or `dclaw emulate`).")] = Backend.sim,
+    device: Annotated[str, typer.Option(help="Serial port of the U2D2 (dynamixel).")] = (
+        "/dev/ttyUSB0"),
+    baud: Annotated[int, typer.Option(help="Bus baud rate (dynamixel).")] = 1_000_000,
+    calibration: Annotated[Path | None, typer.Option(
+        help="Calibration TOML (dynamixel) [default: ROBEL's map; write one with "
+             "--write-calibration].")] = None,
+    episodes: Annotated[int | None, typer.Option(
+        min=1, help="Stop after N episodes [default: until the run stops].")] = None,
+    unpaced: Annotated[bool, typer.Option(help="sim: run as fast as it goes, not at 10 Hz.")] = (
+        False),
+    spool: Annotated[Path, typer.Option(
+        envvar="DCLAW_SPOOL_DIR", help="Where episodes wait until the service has them.")] = (
+        Path("dclaw-spool")),
+    seed: Annotated[int | None, typer.Option(help="Seed of stochastic actions (and the sim).")] = (
+        None),
+    max_current_ma: Annotated[float, typer.Option(help="Safety stop above this current...")] = (
+        1500.0),
+    current_reads: Annotated[int, typer.Option(help="...for this many readings in a row.")] = 3,
+    max_temperature_c: Annotated[float, typer.Option(
+        help="Safety stop above this temperature (°C).")] = 70.0,
+    max_failed_reads: Annotated[int, typer.Option(help="Safety stop after this many failed bus "
+                                                       "reads in a row.")] = 3,
+    max_missed_deadlines: Annotated[int, typer.Option(help="Safety stop after this many ticks "
+                                                           "in a row miss their deadline.")] = 3,
+    watchdog_ms: Annotated[int, typer.Option(help="Bus watchdog: motors stop by themselves this "
+                                                  "long after the runner goes silent.")] = 500,
+    reboot: Annotated[bool, typer.Option(help="Reboot motors that report a hardware error at "
+                                              "start (after you fixed the cause).")] = False,
+    check: Annotated[bool, typer.Option(help="dynamixel: connect, print each joint's calibrated "
+                                             "angle and current, and exit.")] = False,
+    write_calibration: Annotated[Path | None, typer.Option(
+        help="Write ROBEL's default calibration to this file to edit, and exit.")] = None,
+) -> None:
+    """Run the assigned policy on the robot (or the sim) at 10 Hz and upload every episode.
+
+    The runner token comes from DCLAW_RUNNER_TOKEN. Exit codes: 0 done or the run stopped,
+    1 error, 3 safety stop, 4 refused by the service (token, run id).
+    """
+    import socket
+
+    from dclaw.hardware import calibration_toml
+    from robot.safety import SafetyLimits
+
+    if write_calibration is not None:
+        write_calibration.write_text(calibration_toml())
+        typer.echo(f"wrote {write_calibration}; pass it with --calibration")
+        return
+    limits = SafetyLimits(
+        max_current_ma=max_current_ma, current_reads=current_reads,
+        max_temperature_c=max_temperature_c, max_failed_reads=max_failed_reads,
+        max_missed_deadlines=max_missed_deadlines, watchdog_s=watchdog_ms / 1000)
+    if backend is Backend.sim:
+        from sim.backend import SimBackend
+
+        robot = SimBackend(seed=seed)
+    else:
+        from robot.dynamixel import open_backend
+
+        try:
+            robot = open_backend(device, baud, calibration, limits, reboot)
+        except ValueError as exc:
+            raise _refused(exc) from exc
+    if check:
+        raise typer.Exit(_check_robot(robot))
+    from robot.runner import Runner, RunnerConfig
+
+    config = RunnerConfig(
+        learner_url=learner, run_id=run_id, name=name or socket.gethostname(),
+        token=os.environ.get("DCLAW_RUNNER_TOKEN"), episodes=episodes, paced=not unpaced,
+        spool_dir=spool, seed=seed, limits=limits)
+    raise typer.Exit(Runner(config, robot).run())
+
+
+def _check_robot(robot) -> int:
+    """Connects, prints one reading, releases the robot; for setting up the hardware."""
+    from dclaw.hardware import CLAW_IDS
+
+    try:
+        robot.connect()
+        state = robot.read()
+    except Exception as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        return 2
+    finally:
+        robot.close()
+    for motor, angle, velocity in zip(CLAW_IDS, state.qpos, state.qvel, strict=True):
+        current = state.current_ma.get(motor)
+        typer.echo(f"motor {motor}: {angle:+.3f} rad ({angle * 57.2958:+7.1f}°)  "
+                   f"{velocity:+.2f} rad/s" + (f"  {current:.0f} mA" if current is not None
+                                               else ""))
+    typer.echo(f"valve: {state.valve:+.3f} rad")
+    return 0
 
 
 class Algorithm(StrEnum):

@@ -7,13 +7,12 @@ import hashlib
 import numpy as np
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from live_service import ADMIN, RUNNER
 
 from server.db import transaction
 from server.repository import learning
 from server.settings import Settings
 
-ADMIN = "admin-token-for-tests-0123456789"
-RUNNER = "runner-token-for-tests-0123456789"
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
 RUNNER_AUTH = {"Authorization": f"Bearer {RUNNER}"}
 # Small learner budgets: a cpu-small run that learns in a fraction of a second per episode.
