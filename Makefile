@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/dclaw sim --policy random --episodes 3
+	$(BIN)/dclaw demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

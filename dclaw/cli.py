@@ -150,6 +150,27 @@ def run(
     raise typer.Exit(Runner(config, robot).run())
 
 
+@app.command()
+def demo(
+    emulator: Annotated[bool, typer.Option(help="Run the robot on the Dynamixel bus emulator "
+                                                "(through dynamixel-sdk) instead of the sim.")] = (
+        False),
+    port: Annotated[int, typer.Option(help="Port of the service and dashboard.")] = 8000,
+    data_dir: Annotated[Path, typer.Option(help="Database, logs and spool; kept between runs.")] = (
+        Path("demo-data")),
+    episodes: Annotated[int | None, typer.Option(
+        min=1, help="Stop after N episodes [default: until Ctrl-C].")] = None,
+) -> None:
+    """The whole system on this machine: service + trainer + dashboard + a runner on the sim.
+
+    SQLite in --data-dir, a Unified RL run `demo` (cpu-small preset), dev-mode tokens. Ctrl-C
+    stops everything cleanly; running it again resumes the same run.
+    """
+    from dclaw.demo import Demo
+
+    raise typer.Exit(Demo(data_dir, port, emulator, episodes).main())
+
+
 def _check_robot(robot) -> int:
     """Connects, prints one reading, releases the robot; for setting up the hardware."""
     from dclaw.hardware import CLAW_IDS
@@ -383,6 +404,69 @@ def db_current(database_url: DatabaseUrl = None) -> None:
     url, revision, head = current(database_url)
     state = "up to date" if revision == head else "behind: run `dclaw db upgrade`"
     typer.echo(f"{url}: revision {revision}, newest {head} ({state})")
+
+
+# -- the Dynamixel bus emulator (sim/bus_emulator.py) ------------------------------------------
+@app.command()
+def emulate(
+    baud: Annotated[int, typer.Option(help="Bus rate of the wire-time model (bit/s).")] = 1_000_000,
+    model: Annotated[int, typer.Option(help="Model number of every motor (1030: XM430-W210, "
+                                            "1020: XM430-W350, 1000/1010: XH430-W, "
+                                            "1040/1050: XH430-V).")] = 1030,
+    calibration: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False, help="Calibration TOML, as for `dclaw run`.")] = None,
+    guide: Annotated[bool, typer.Option("--guide/--no-guide",
+                                        help="Add the guide motor (ID 60).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the drop/corrupt faults.")] = 0,
+    return_delay: Annotated[int, typer.Option(
+        min=0, max=254, help="Return Delay Time (9) at start, 2 us units (factory: 250).")] = 0,
+    fault: Annotated[list[str] | None, typer.Option(
+        "--fault", help="A fault from the start, as on stdin without `fault`, e.g. "
+                        "--fault 'drop 0.3' --fault 'stuck 31'; repeatable.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose",
+                                          help="Log every packet (hex) to stderr.")] = False,
+) -> None:
+    """Serve a Dynamixel Protocol 2.0 bus on a pty: its motors are the MuJoCo D'Claw's joints.
+
+    Prints `port: /dev/pts/N`, then serves until Ctrl-C/SIGTERM. Motors: 10-12,
+    20-22, 30-32 (claw), 50 (valve), 60 (--guide). Replies take their wire time.
+    Stdin lines inject faults; each is answered `ok ...` or `error: ...`:
+
+      fault drop P          drop that fraction (0..1) of replies
+      fault corrupt P       spoil the CRC of that fraction of replies
+      fault delay MS        replies to each instruction start MS ms later
+      fault hw_error ID BIT latch BIT (0..7, input_voltage, overheating,
+                            encoder, electrical_shock, overload), torque off
+      fault overheat ID     temperature over its limit: bit 2, torque off
+      fault stuck ID        joint held; current grows as the goal moves
+      fault current ID MA   present current reads MA milliamps
+      fault silent ID       the motor no longer answers
+      clear                 remove all faults (a latched error needs reboot)
+      status                print one JSON line: motors, valve, faults
+      help | quit
+    """
+    if verbose:
+        logging.getLogger("sim.bus_emulator").setLevel(logging.DEBUG)
+    from sim.bus_emulator import BusEmulator, EmulatorConfig, serve
+    from sim.fault_commands import CommandError, execute, handle_line
+
+    config = EmulatorConfig(baud=baud, model_number=model, calibration=calibration, guide=guide,
+                            seed=seed, return_delay=return_delay)
+    try:
+        emulator = BusEmulator(config)
+    except ValueError as exc:
+        raise _refused(exc) from exc
+    for spec in fault or []:
+        words = spec.split()
+        try:
+            execute(emulator, words if words[:1] == ["fault"] else ["fault", *words])
+        except CommandError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--fault") from exc
+
+    def print_line(line: str) -> None:
+        print(line, flush=True)
+
+    serve(emulator, print_line, lambda line: handle_line(emulator, line, print_line))
 
 
 def main() -> None:

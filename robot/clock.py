@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# time.sleep() wakes late by tens of microseconds, more under load: sleep until this long
-# before the deadline, then spin on the clock for the rest.
-SPIN_S = 0.0005
+# time.sleep() wakes late by tens of microseconds, by milliseconds when other processes share
+# the cores: sleep until this long before the deadline, then spin on the clock for the rest
+# (1.5% of a core at 10 Hz).
+SPIN_S = 0.0015
 
 
 class DeadlineClock:

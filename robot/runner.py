@@ -11,10 +11,12 @@ means stop. SIGTERM always aborts. An aborted episode is not uploaded (it is not
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -98,7 +100,8 @@ class Runner:
         self._policies: dict[tuple[str, int], NumpyPolicy] = {}
         self.rng = np.random.default_rng(config.seed)
         self.monitor = SafetyMonitor(config.limits)
-        self.status, self.seq = "idle", 0
+        self.status, self.seq = "idle", 0  # seq: the next episode's sequence number
+        self.last_seq: int | None = None  # the last one assigned (what heartbeats report)
         self.details: dict[str, Any] = {**backend.describe()}
         self._events: list[dict[str, Any]] = []  # posted by the heartbeat thread
         self._lock = threading.Lock()
@@ -107,6 +110,8 @@ class Runner:
         self._halt = threading.Event()
         self._beat = threading.Event()
         self.episodes_done = 0
+        self.timings: list[LoopTiming] = []  # the last episodes' per-tick figures (benchmarks)
+        self._ticking = threading.Event()  # set while an episode's ticks run
         self.stop_reason = ""
         self.sender = SpoolSender(self.spool, self._make_client, on_sent=self._on_spool_sent)
 
@@ -133,6 +138,12 @@ class Runner:
             self.details.update(details)
         self._beat.set()
 
+    def _send_beat_now(self) -> None:
+        """Lets the heartbeat thread post the current status before the ticks start."""
+        deadline = time.monotonic() + 0.5
+        while self._beat.is_set() and time.monotonic() < deadline:
+            time.sleep(0.005)
+
     def _event(self, kind: str, message: str, details: dict[str, Any]) -> None:
         with self._lock:
             self._events.append({"kind": kind, "message": message, "details": details})
@@ -144,12 +155,15 @@ class Runner:
             while not self._halt.is_set():
                 self._beat.clear()
                 with self._lock:
-                    status, seq = self.status, self.seq
+                    status, seq = self.status, self.last_seq
                     details = {**self.details, "spooled": len(self.spool)}
                     events, self._events = self._events, []
                 try:
                     for i, event in enumerate(events):
-                        client.event(**event)
+                        try:
+                            client.event(**event)
+                        except Rejected as exc:  # not retryable: say so, keep going
+                            log.error("the service refused event %s: %s", event, exc)
                         events[i] = None
                     client.heartbeat(status, seq, details)
                 except (ServiceUnavailable, Rejected) as exc:
@@ -157,9 +171,11 @@ class Runner:
                     with self._lock:  # events not posted are kept for the next beat
                         self._events[:0] = [e for e in events if e is not None]
                 self._beat.wait(self.config.heartbeat_s)
+                while self._ticking.is_set() and not self._halt.is_set():
+                    time.sleep(0.05)  # no HTTP from this thread while the 10 Hz loop runs
             try:  # the last word: stopped, or why
                 with self._lock:
-                    status, seq, details = self.status, self.seq, dict(self.details)
+                    status, seq, details = self.status, self.last_seq, dict(self.details)
                     events, self._events = self._events, []
                 for event in events:
                     client.event(**event)
@@ -269,6 +285,7 @@ class Runner:
         last_action = np.zeros(task.ACTION_DIM, dtype=np.float32)
         clock = DeadlineClock(task.CONTROL_PERIOD, paced=self.config.paced)
         timing = LoopTiming(task.CONTROL_PERIOD)
+        self.timings = [*self.timings[-99:], timing]
         err = 0.0
         for t in range(steps + 1):
             if self._abort:
@@ -289,7 +306,7 @@ class Runner:
                 backend.write(targets)
                 actions[t] = last_action = action.astype(np.float32)
             timing.record(late, time.monotonic() - start)
-            if self.config.paced:
+            if self.config.paced and backend.name != "sim":  # a hardware safety rule
                 monitor.missed_deadlines(timing.streak)
         body = {
             "runner": self.config.name, "seq": seq,
@@ -305,6 +322,10 @@ class Runner:
     def run(self) -> int:
         """Runs until done; returns the process exit code."""
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        # Another thread holding the GIL delays a waking tick by up to this interval (5 ms by
+        # default): make it short.
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(0.0005)
         if hasattr(self.backend, "abort_requested"):
             self.backend.abort_requested = self.abort_requested
         beats = threading.Thread(target=self._heartbeats, name="heartbeats", daemon=True)
@@ -345,6 +366,7 @@ class Runner:
             self._shutdown(beats)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            sys.setswitchinterval(switch_interval)
         return code
 
     def _loop(self) -> int:
@@ -368,6 +390,7 @@ class Runner:
                     self.stop_reason = f"the run is not running: {exc}"
                     self.console.print(f"[yellow]{self.stop_reason}[/]")
                     break
+                self.last_seq = seq
                 policy = self._policy(assignment)
                 idle = time.monotonic() - idle_start
                 progress.update(bar, description=f"seq {seq}: resetting")
@@ -378,7 +401,17 @@ class Runner:
                 progress.update(bar, description=f"seq {seq}: running "
                                 f"{assignment.policy_kind} v{assignment.policy_version}")
                 self._set_status("running", episode=seq)
-                result = self._episode(assignment, policy, seq)
+                self._send_beat_now()
+                # The ticks own the process: no heartbeat requests, no garbage collection
+                # pauses (collected after the episode instead).
+                self._ticking.set()
+                gc.disable()
+                try:
+                    result = self._episode(assignment, policy, seq)
+                finally:
+                    gc.enable()
+                    self._ticking.clear()
+                gc.collect()
                 result.body["timing"].update(reset_s=round(reset_s, 4),
                                              assign_s=round(idle, 4))
                 self._finish(result, assignment, progress)
@@ -406,11 +439,11 @@ class Runner:
                 compute_p99_ms=timing.get("compute_p99_ms"), overruns=timing["overruns"])
         mark = "[green]success[/]" if result.success else "no success"
         progress.console.print(
-            f"seq {seq:>4}  {assignment.policy_kind} v{assignment.policy_version:<4} "
-            f"({assignment.reason})  return {result.episode_return:8.1f}  {mark}  "
-            f"period err p99 {timing.get('period_error_p99_ms', 0):.2f} ms  compute p99 "
+            f"seq {seq:>4}  {assignment.policy_kind} v{assignment.policy_version:<3} "
+            f"{assignment.reason:<9} return {result.episode_return:7.1f}  {mark}  late p99 "
+            f"{timing.get('period_error_p99_ms', 0):.2f} ms  compute p99 "
             f"{timing.get('compute_p99_ms', 0):.2f} ms  overruns {int(timing['overruns'])}  "
-            f"{where}")
+            f"{where}", soft_wrap=True)
 
     def _safety_stop(self, stop: SafetyStop) -> int:
         self.stop_reason = f"safety stop: {stop.message}"

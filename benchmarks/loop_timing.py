@@ -1,0 +1,158 @@
+"""The runner's 10 Hz loop timing on the sim backend and over the emulated Dynamixel bus, and its
+idle time between episodes, against a real local service.
+
+A `dclaw serve` process (SQLite, its trainer, a cpu-small run with small learner budgets in async
+mode, so the idle time is the service's and not the trainer's) feeds an in-process `Runner`,
+paced at 10 Hz. Per backend it prints, over every tick of every episode: the period error (how
+late each tick started against its absolute deadline) and the compute time per tick (read,
+policy, write), p50/p99/max; overruns; the idle time between episodes (assignment + policy fetch,
+`assign_s`) and the reset time. For the bus, the wire-time floor of one tick (the bytes of one
+bulk read and its ten replies, and one sync write, at the baud rate) is printed beside it: the
+peer that no implementation can beat.
+
+    python -m benchmarks.loop_timing [--backend sim|dynamixel|both] [--episodes 15]
+        [--baud 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from robot.runner import Runner, RunnerConfig
+
+ADMIN, RUNNER = "bench-admin-token-0123456789", "bench-runner-token-0123456789"
+FAST = {"warmup_episodes": 2, "sac__updates_per_episode": 5, "sac__batch_size": 64,
+        "dynamics__updates_per_episode": 3, "mb_policy__updates_per_episode": 2,
+        "mb_policy__num_masks": 2, "mb_policy__rollouts_per_mask": 2, "gate__num_masks": 8,
+        "gate__rollouts_per_mask": 2}
+DCLAW = str(Path(sys.executable).parent / "dclaw")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_service(workdir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "DCLAW_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
+           "DCLAW_ADMIN_TOKEN": ADMIN, "DCLAW_RUNNER_TOKEN": RUNNER, "DCLAW_TORCH_THREADS": "1"}
+    subprocess.run([DCLAW, "db", "upgrade"], env=env, check=True, capture_output=True)
+    process = subprocess.Popen([DCLAW, "serve", "--port", str(port)], env=env,
+                               stdout=(workdir / "serve.log").open("w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the service did not start:\n" + (workdir / "serve.log").read_text())
+
+
+def new_run(url: str, name: str) -> int:
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    run = httpx.post(f"{url}/api/v1/runs", headers=auth, json={
+        "name": name, "algorithm": "unified", "preset": "cpu-small", "mode": "async",
+        "overrides": FAST}).json()
+    httpx.post(f"{url}/api/v1/runs/{run['id']}/start", headers=auth).raise_for_status()
+    return run["id"]
+
+
+def start_emulator(baud: int) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen([DCLAW, "emulate", "--baud", str(baud)], stdout=subprocess.PIPE,
+                               stdin=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    if not line.startswith("port: "):
+        raise SystemExit(f"unexpected first line from dclaw emulate: {line!r}")
+    return process, line.split(": ", 1)[1].strip()
+
+
+def wire_floor_ms(baud: int) -> float:
+    """Bytes on the wire per tick (10 bits each): bulk read of 10 motors (10 + 5*10), ten status
+    packets of 10 data bytes (11 + 10 each), one sync write of 9 goals (14 + 5*9)."""
+    return (10 + 5 * 10 + 10 * 21 + 14 + 5 * 9) * 10 / baud * 1e3
+
+
+def measure(backend_name: str, url: str, episodes: int, baud: int, workdir: Path) -> dict:
+    emulator = None
+    if backend_name == "sim":
+        from sim.backend import SimBackend
+
+        backend = SimBackend(seed=0)
+    else:
+        from robot.dynamixel import DynamixelBackend
+
+        emulator, port = start_emulator(baud)
+        backend = DynamixelBackend(port, baud)
+    run_id = new_run(url, f"loop-{backend_name}-{time.time_ns()}")
+    config = RunnerConfig(learner_url=url, run_id=run_id, name=f"bench-{backend_name}",
+                          token=RUNNER, episodes=episodes, spool_dir=workdir / "spool",
+                          seed=0)
+    try:
+        runner = Runner(config, backend)
+        code = runner.run()
+    finally:
+        if emulator is not None:
+            emulator.terminate()
+            emulator.wait(10)
+    if code != 0:
+        raise SystemExit(f"runner exited with {code}: {runner.stop_reason}")
+    stored = httpx.get(f"{url}/api/v1/runs/{run_id}/episodes", params={"limit": 500}).json()
+    timing = [e["timing"] for e in stored["items"]]
+    late = np.concatenate([t.period_errors for t in runner.timings]) * 1e3
+    work = np.concatenate([t.compute for t in runner.timings]) * 1e3
+    idle = np.array([t["assign_s"] for t in timing[1:]]) * 1e3  # the first waits for warm-up
+    return {
+        "backend": backend_name, "ticks": late.size,
+        "late": [np.percentile(late, 50), np.percentile(late, 99), late.max()],
+        "work": [np.percentile(work, 50), np.percentile(work, 99), work.max()],
+        "overruns": int(sum(t.overruns for t in runner.timings)),
+        "idle": [np.percentile(idle, 50), np.percentile(idle, 99)],
+        "reset_s": float(np.median([t["reset_s"] for t in timing])),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=["sim", "dynamixel", "both"], default="both")
+    parser.add_argument("--episodes", type=int, default=15, help="41 ticks each")
+    parser.add_argument("--baud", type=int, default=1_000_000)
+    args = parser.parse_args()
+    backends = ["sim", "dynamixel"] if args.backend == "both" else [args.backend]
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        service, url = start_service(workdir)
+        try:
+            rows = [measure(b, url, args.episodes, args.baud, workdir) for b in backends]
+        finally:
+            service.terminate()
+            service.wait(30)
+    print(f"\nloop timing at 10 Hz, {args.episodes} episodes per backend (ms)")
+    print(f"{'backend':<10} {'ticks':>5}  {'period error p50/p99/max':>26}  "
+          f"{'compute p50/p99/max':>22}  {'overruns':>8}  {'idle p50/p99':>13}  reset s")
+    for r in rows:
+        late, work, idle = r["late"], r["work"], r["idle"]
+        print(f"{r['backend']:<10} {r['ticks']:>5}  {late[0]:8.3f} {late[1]:8.3f} {late[2]:8.3f}"
+              f"  {work[0]:6.3f} {work[1]:7.3f} {work[2]:7.3f}  {r['overruns']:>8}  "
+              f"{idle[0]:6.1f} {idle[1]:6.1f}  {r['reset_s']:7.2f}")
+        if r["backend"] == "dynamixel":
+            floor = wire_floor_ms(args.baud)
+            print(f"  wire-time floor per tick at {args.baud} baud: {floor:.3f} ms; compute p50 "
+                  f"is {work[0] / floor:.2f}x the floor")
+
+
+if __name__ == "__main__":
+    main()
