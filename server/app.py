@@ -16,8 +16,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server import migrate
-from server.api import assignments, episodes, health, learning, policies, runners, runs
+from server import dashboard, migrate
+from server.api import assignments, episodes, events, health, learning, policies, runners, runs
+from server.dashboard import api as dashboard_api
 from server.db import make_engine, make_session_factory
 from server.errors import NotReady, Refused, ServiceError
 from server.metrics import RequestMetricsMiddleware, ServiceMetrics
@@ -65,9 +66,11 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     app.state.session_factory = make_session_factory(engine)
     app.state.metrics = metrics
     app.state.supervisor = None
-    for router in (runs.router, assignments.router, policies.router, episodes.router,
-                   learning.gate_router, learning.metrics_router, learning.checkpoints_router,
-                   runners.router, health.router):
+    # The dashboard's aggregates first: their literal paths would otherwise be taken for ids.
+    for router in (dashboard_api.router, runs.router, assignments.router, policies.router,
+                   episodes.router, learning.gate_router, learning.metrics_router,
+                   learning.checkpoints_router, runners.router, events.router, health.router,
+                   dashboard.router):
         app.include_router(router)
     _add_error_handlers(app, metrics)
     if settings.cors_origins:

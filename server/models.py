@@ -173,6 +173,22 @@ class RunnerStatus(Base):
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class RunnerEvent(Base):
+    """Something a runner reports apart from its heartbeat: a safety stop, an aborted episode, a
+    failed reset. Append-only; the dashboard shows them."""
+
+    __tablename__ = "runner_events"
+    __table_args__ = (Index("ix_runner_events_run", "run_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(_run_fk())
+    runner: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))  # safety_stop, episode_aborted, info...
+    message: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class TrainerLease(Base):
     """Who trains a run. Times are Unix seconds of the trainers' clocks (keep them in NTP)."""
 

@@ -240,6 +240,39 @@ class RunnerOut(_Out):
     last_seen_at: datetime
 
 
+EVENT_KIND = r"^[a-z][a-z0-9_-]{0,31}$"
+
+
+class RunnerEventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Annotated[str, StringConstraints(pattern=EVENT_KIND)] = Field(
+        description="e.g. safety_stop, episode_aborted, reset_failed, info")
+    message: Annotated[str, StringConstraints(max_length=2000)] = Field(
+        description="For people: what happened, e.g. \"motor 21: temperature 81 °C above the "
+        "limit 80 °C\".")
+    details: dict[str, Any] = Field(
+        default_factory=dict, max_length=64,
+        description="For programs, e.g. {\"cause\": \"temperature\", \"motor\": 21}.")
+
+    _details_json = field_validator("details")(strict_json)
+
+
+class RunnerEventOut(_Out):
+    id: int
+    run_id: int
+    runner: str
+    kind: str
+    message: str
+    details: dict[str, Any]
+    created_at: datetime
+
+
+class RunnerEventPage(BaseModel):
+    items: list[RunnerEventOut]
+    next_after: int | None = Field(description="Pass as ?after= for the next page; null: end.")
+
+
 class CheckpointOut(_Out):
     id: int
     episodes_seen: int
@@ -247,6 +280,30 @@ class CheckpointOut(_Out):
     size: int
     trainer: str
     created_at: datetime
+
+
+# -- dashboard aggregates ----------------------------------------------------------------------
+class EpisodeSeries(BaseModel):
+    """A run's episodes as columns, for charts: one entry per episode in upload order."""
+
+    id: list[int]
+    returns: list[float] = Field(serialization_alias="return")
+    success: list[bool]
+    policy_kind: list[str]
+    next_after: int | None = Field(description="Pass as ?after= for the rest; null: end.")
+
+
+class RunSummary(BaseModel):
+    """What the runs list shows beside a run: its newest episode and its runners."""
+
+    run_id: int
+    last_episode_id: int | None
+    last_return: float | None
+    last_success: bool | None
+    last_policy_kind: str | None
+    last_episode_at: datetime | None
+    runners: int
+    last_heartbeat_at: datetime | None
 
 
 class Health(BaseModel):

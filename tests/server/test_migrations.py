@@ -17,7 +17,7 @@ from server.errors import SchemaOutOfDate
 from server.models import Base
 
 TABLES = {"runs", "episodes", "policy_snapshots", "gate_decisions", "learner_metrics",
-          "runners", "trainer_leases", "checkpoints"}
+          "runners", "trainer_leases", "checkpoints", "runner_events"}
 
 
 def _tables(engine) -> set[str]:
