@@ -171,7 +171,7 @@ def test_uploaded_episode_appears_live(page, seed, service, console):
 def test_empty_missing_and_error_states(page, seed, console):
     page.goto(f"/dashboard#/runs/{seed.empty.id}")
     main = page.locator("main")
-    for hint in ("No episodes yet", "No runner connected", "dclaw run --help",
+    for hint in ("No episodes yet", "No runner connected", "dclaw run --learner",
                  "No gate comparisons yet", "No learner metrics yet",
                  "No safety stops or runner events"):
         expect(main).to_contain_text(hint)

@@ -5,10 +5,11 @@ import { age, badge, empty, h, kindBadge, num } from "./util.js";
 
 // Where to start a runner; `dclaw run --help` has the options.
 const RUNNER_HINT = (run) => [
-  "On the robot PC (or any machine, with the simulator) start ", h("code", {}, "dclaw run"),
-  " for run ", h("code", {}, String(run.id)), " against this service, ",
-  h("code", {}, location.origin), ", with the runner token (see ", h("code", {}, "dclaw run --help"),
-  "). It appears here with its first heartbeat."];
+  "On the robot PC (or any machine, on the simulator) run ",
+  h("code", {}, `DCLAW_RUNNER_TOKEN=… dclaw run --learner ${location.origin} --run ${run.id} ` +
+    "--name claw-1 --backend sim"),
+  " (", h("code", {}, "--backend dynamixel --device /dev/ttyUSB0"),
+  " on the robot). It appears here with its first heartbeat."];
 
 export function runnerHint(run) {
   return RUNNER_HINT(run);
