@@ -69,7 +69,8 @@ class Backend(StrEnum):
 
 @app.command()
 def run(
-    run_id: Annotated[int, typer.Option("--run", min=1, help="The run to feed (its id).")],
+    run_id: Annotated[int | None, typer.Option("--run", min=1,
+                                               help="The run to feed (its id).")] = None,
     learner: Annotated[str, typer.Option(envvar="DCLAW_LEARNER_URL",
                                          help="The learner service's URL.")] = (
         "http://127.0.0.1:8000"),
@@ -105,6 +106,8 @@ def run(
                                                   "long after the runner goes silent.")] = 500,
     reboot: Annotated[bool, typer.Option(help="Reboot motors that report a hardware error at "
                                               "start (after you fixed the cause).")] = False,
+    emulate: Annotated[bool, typer.Option(help="dynamixel: start `dclaw emulate` and run on its "
+                                               "bus instead of --device (no hardware).")] = False,
     check: Annotated[bool, typer.Option(help="dynamixel: connect, print each joint's calibrated "
                                              "angle and current, and exit.")] = False,
     write_calibration: Annotated[Path | None, typer.Option(
@@ -128,26 +131,44 @@ def run(
         max_current_ma=max_current_ma, current_reads=current_reads,
         max_temperature_c=max_temperature_c, max_failed_reads=max_failed_reads,
         max_missed_deadlines=max_missed_deadlines, watchdog_s=watchdog_ms / 1000)
-    if backend is Backend.sim:
-        from sim.backend import SimBackend
+    if run_id is None and not check:
+        raise _refused(ValueError("--run is required: the id of a run (GET /api/v1/runs)"))
+    if emulate and backend is not Backend.dynamixel:
+        raise _refused(ValueError("--emulate goes with --backend dynamixel"))
+    emulator = None
+    if emulate:
+        from sim.emulator_process import EmulatorProcess
 
-        robot = SimBackend(seed=seed)
-    else:
-        from robot.dynamixel import open_backend
+        args = ["--baud", str(baud)] + (["--calibration", str(calibration)] if calibration
+                                        else [])
+        emulator = EmulatorProcess(*args)
+        device = emulator.port
+        typer.echo(f"Dynamixel bus emulator on {device}")
+    try:
+        if backend is Backend.sim:
+            from sim.backend import SimBackend
 
-        try:
-            robot = open_backend(device, baud, calibration, limits, reboot)
-        except ValueError as exc:
-            raise _refused(exc) from exc
-    if check:
-        raise typer.Exit(_check_robot(robot))
-    from robot.runner import Runner, RunnerConfig
+            robot = SimBackend(seed=seed)
+        else:
+            from robot.dynamixel import open_backend
 
-    config = RunnerConfig(
-        learner_url=learner, run_id=run_id, name=name or socket.gethostname(),
-        token=os.environ.get("DCLAW_RUNNER_TOKEN"), episodes=episodes, paced=not unpaced,
-        spool_dir=spool, seed=seed, limits=limits)
-    raise typer.Exit(Runner(config, robot).run())
+            try:
+                robot = open_backend(device, baud, calibration, limits, reboot)
+            except ValueError as exc:
+                raise _refused(exc) from exc
+        if check:
+            raise typer.Exit(_check_robot(robot))
+        from robot.runner import Runner, RunnerConfig
+
+        config = RunnerConfig(
+            learner_url=learner, run_id=run_id, name=name or socket.gethostname(),
+            token=os.environ.get("DCLAW_RUNNER_TOKEN"), episodes=episodes, paced=not unpaced,
+            spool_dir=spool, seed=seed, limits=limits)
+        code = Runner(config, robot).run()
+    finally:
+        if emulator is not None:
+            emulator.close()
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -425,6 +446,8 @@ def emulate(
                         "--fault 'drop 0.3' --fault 'stuck 31'; repeatable.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose",
                                           help="Log every packet (hex) to stderr.")] = False,
+    quit_on_eof: Annotated[bool, typer.Option(
+        "--quit-on-eof", help="Exit when stdin ends (a parent process died).")] = False,
 ) -> None:
     """Serve a Dynamixel Protocol 2.0 bus on a pty: its motors are the MuJoCo D'Claw's joints.
 
@@ -466,7 +489,8 @@ def emulate(
     def print_line(line: str) -> None:
         print(line, flush=True)
 
-    serve(emulator, print_line, lambda line: handle_line(emulator, line, print_line))
+    serve(emulator, print_line, lambda line: handle_line(emulator, line, print_line),
+          quit_on_eof=quit_on_eof)
 
 
 def main() -> None:

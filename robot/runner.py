@@ -417,8 +417,7 @@ class Runner:
                 self._finish(result, assignment, progress)
                 progress.advance(bar)
         self._set_status("stopped", message=self.stop_reason or "done")
-        self.backend.stop(self.stop_reason or "done")
-        return EXIT_OK
+        return EXIT_OK  # _shutdown closes the backend: torque off
 
     def _finish(self, result: EpisodeResult, assignment: Assignment, progress) -> None:
         seq = result.body["seq"]
