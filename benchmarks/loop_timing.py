@@ -10,7 +10,7 @@ policy, write), p50/p99/max; overruns; the idle time between episodes (assignmen
 bulk read and its ten replies, and one sync write, at the baud rate) is printed beside it: the
 peer that no implementation can beat.
 
-    python -m benchmarks.loop_timing [--backend sim|dynamixel|both] [--episodes 15]
+    python -m benchmarks.loop_timing [--backend sim|dynamixel|all] [--episodes 15]
         [--baud 1000000]
 """
 
@@ -71,19 +71,15 @@ def new_run(url: str, name: str) -> int:
     return run["id"]
 
 
-def start_emulator(baud: int) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen([DCLAW, "emulate", "--baud", str(baud)], stdout=subprocess.PIPE,
-                               stdin=subprocess.PIPE, text=True)
-    line = process.stdout.readline()
-    if not line.startswith("port: "):
-        raise SystemExit(f"unexpected first line from dclaw emulate: {line!r}")
-    return process, line.split(": ", 1)[1].strip()
-
-
-def wire_floor_ms(baud: int) -> float:
-    """Bytes on the wire per tick (10 bits each): bulk read of 10 motors (10 + 5*10), ten status
-    packets of 10 data bytes (11 + 10 each), one sync write of 9 goals (14 + 5*9)."""
-    return (10 + 5 * 10 + 10 * 21 + 14 + 5 * 9) * 10 / baud * 1e3
+def wire_floor_ms(baud: int, bus_read: str) -> float:
+    """Bytes on the wire per tick (10 bits each) that the runner waits for: the read instruction
+    and its replies (Bulk Read: 10 + 5 per motor out, 11 + 10 back per motor; Fast Sync Read:
+    14 + 1 per motor out, one reply of 11 + 14 per motor). The sync write is sent, not waited
+    for."""
+    n = 10
+    if bus_read == "bulk":
+        return (10 + 5 * n + n * 21) * 10 / baud * 1e3
+    return (14 + n + 11 + 14 * n) * 10 / baud * 1e3
 
 
 def measure(backend_name: str, url: str, episodes: int, baud: int, workdir: Path) -> dict:
@@ -94,11 +90,13 @@ def measure(backend_name: str, url: str, episodes: int, baud: int, workdir: Path
         backend = SimBackend(seed=0)
     else:
         from robot.dynamixel import DynamixelBackend
+        from sim.emulator_process import EmulatorProcess
 
-        emulator, port = start_emulator(baud)
-        backend = DynamixelBackend(port, baud)
+        emulator = EmulatorProcess("--baud", str(baud))
+        backend = DynamixelBackend(emulator.port, baud, bus_read=backend_name.split(":")[1])
     run_id = new_run(url, f"loop-{backend_name}-{time.time_ns()}")
-    config = RunnerConfig(learner_url=url, run_id=run_id, name=f"bench-{backend_name}",
+    config = RunnerConfig(learner_url=url, run_id=run_id,
+                          name=f"bench-{backend_name.replace(':', '-')}",
                           token=RUNNER, episodes=episodes, spool_dir=workdir / "spool",
                           seed=0)
     try:
@@ -106,8 +104,7 @@ def measure(backend_name: str, url: str, episodes: int, baud: int, workdir: Path
         code = runner.run()
     finally:
         if emulator is not None:
-            emulator.terminate()
-            emulator.wait(10)
+            emulator.close()
     if code != 0:
         raise SystemExit(f"runner exited with {code}: {runner.stop_reason}")
     stored = httpx.get(f"{url}/api/v1/runs/{run_id}/episodes", params={"limit": 500}).json()
@@ -127,11 +124,14 @@ def measure(backend_name: str, url: str, episodes: int, baud: int, workdir: Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", choices=["sim", "dynamixel", "both"], default="both")
+    parser.add_argument("--backend", choices=["sim", "dynamixel", "all"], default="all",
+                        help="dynamixel: the emulated bus with Bulk Read, then Fast Sync Read")
     parser.add_argument("--episodes", type=int, default=15, help="41 ticks each")
     parser.add_argument("--baud", type=int, default=1_000_000)
     args = parser.parse_args()
-    backends = ["sim", "dynamixel"] if args.backend == "both" else [args.backend]
+    backends = {"sim": ["sim"], "dynamixel": ["dynamixel:bulk", "dynamixel:fast-sync"]}
+    backends = (backends["sim"] + backends["dynamixel"] if args.backend == "all"
+                else backends[args.backend])
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         service, url = start_service(workdir)
@@ -141,15 +141,15 @@ def main() -> None:
             service.terminate()
             service.wait(30)
     print(f"\nloop timing at 10 Hz, {args.episodes} episodes per backend (ms)")
-    print(f"{'backend':<10} {'ticks':>5}  {'period error p50/p99/max':>26}  "
+    print(f"{'backend':<20} {'ticks':>5}  {'period error p50/p99/max':>26}  "
           f"{'compute p50/p99/max':>22}  {'overruns':>8}  {'idle p50/p99':>13}  reset s")
     for r in rows:
         late, work, idle = r["late"], r["work"], r["idle"]
-        print(f"{r['backend']:<10} {r['ticks']:>5}  {late[0]:8.3f} {late[1]:8.3f} {late[2]:8.3f}"
+        print(f"{r['backend']:<20} {r['ticks']:>5}  {late[0]:8.3f} {late[1]:8.3f} {late[2]:8.3f}"
               f"  {work[0]:6.3f} {work[1]:7.3f} {work[2]:7.3f}  {r['overruns']:>8}  "
               f"{idle[0]:6.1f} {idle[1]:6.1f}  {r['reset_s']:7.2f}")
-        if r["backend"] == "dynamixel":
-            floor = wire_floor_ms(args.baud)
+        if r["backend"].startswith("dynamixel"):
+            floor = wire_floor_ms(args.baud, r["backend"].split(":")[1])
             print(f"  wire-time floor per tick at {args.baud} baud: {floor:.3f} ms; compute p50 "
                   f"is {work[0] / floor:.2f}x the floor")
 

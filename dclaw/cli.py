@@ -67,6 +67,11 @@ class Backend(StrEnum):
     dynamixel = "dynamixel"
 
 
+class BusRead(StrEnum):
+    bulk = "bulk"
+    fast_sync = "fast-sync"
+
+
 @app.command()
 def run(
     run_id: Annotated[int | None, typer.Option("--run", min=1,
@@ -106,6 +111,9 @@ def run(
                                                   "long after the runner goes silent.")] = 500,
     reboot: Annotated[bool, typer.Option(help="Reboot motors that report a hardware error at "
                                               "start (after you fixed the cause).")] = False,
+    bus_read: Annotated[BusRead, typer.Option(
+        help="dynamixel: bulk (Bulk Read, one reply per motor) or fast-sync (Fast Sync Read, one "
+             "reply for all: less wire time; needs firmware 46+).")] = BusRead.bulk,
     emulate: Annotated[bool, typer.Option(help="dynamixel: start `dclaw emulate` and run on its "
                                                "bus instead of --device (no hardware).")] = False,
     check: Annotated[bool, typer.Option(help="dynamixel: connect, print each joint's calibrated "
@@ -153,7 +161,8 @@ def run(
             from robot.dynamixel import open_backend
 
             try:
-                robot = open_backend(device, baud, calibration, limits, reboot)
+                robot = open_backend(device, baud, calibration, limits, reboot,
+                                     bus_read.value)
             except ValueError as exc:
                 raise _refused(exc) from exc
         if check:

@@ -97,28 +97,17 @@ class Demo:
             got.raise_for_status()
         return run
 
-    def start_emulator(self) -> str:
-        emulator = self._spawn(["emulate"], "emulate.log", stdin=subprocess.PIPE)
-        log = self.data_dir / "emulate.log"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            for line in log.read_text().splitlines()[::-1]:
-                if line.startswith("port: "):
-                    return line.split(": ", 1)[1].strip()
-            if emulator.poll() is not None:
-                raise SystemExit(f"the bus emulator exited: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        raise SystemExit("the bus emulator did not print its port")
-
     def run_robot(self, run_id: int) -> int:
         from robot.runner import Runner, RunnerConfig
 
+        emulator = None
         if self.emulator:
             from robot.dynamixel import DynamixelBackend
+            from sim.emulator_process import EmulatorProcess
 
-            port = self.start_emulator()
-            self.console.print(f"Dynamixel bus emulator on {port}")
-            backend = DynamixelBackend(port)
+            emulator = EmulatorProcess()
+            self.console.print(f"Dynamixel bus emulator on {emulator.port}")
+            backend = DynamixelBackend(emulator.port)
             name = "emulated-claw"
         else:
             from sim.backend import SimBackend
@@ -126,7 +115,11 @@ class Demo:
             backend, name = SimBackend(), "sim-claw"
         config = RunnerConfig(learner_url=self.url, run_id=run_id, name=name, token=RUNNER,
                               episodes=self.episodes, spool_dir=self.data_dir / "spool")
-        return Runner(config, backend, console=self.console).run()
+        try:
+            return Runner(config, backend, console=self.console).run()
+        finally:
+            if emulator is not None:
+                emulator.close()
 
     def stop(self, run_id: int | None) -> None:
         if run_id is not None:

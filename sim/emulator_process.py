@@ -35,8 +35,11 @@ class EmulatorProcess:
                 *args]
         # Kept after close() for stderr(); the file goes with this object.
         self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
+        # A session of its own: a Ctrl-C in the terminal reaches the runner, which still needs
+        # the bus to hold the claw and turn the torque off; the emulator quits on stdin's EOF.
         self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=self._stderr, text=True, bufsize=1)
+                                      stderr=self._stderr, text=True, bufsize=1,
+                                      start_new_session=True)
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._pump_thread = threading.Thread(target=self._pump, daemon=True)
         self._pump_thread.start()

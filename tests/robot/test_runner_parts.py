@@ -10,10 +10,11 @@ import time
 import httpx
 import numpy as np
 import pytest
+from robot_testkit import policy_document, scripted_service, service_client
 
 from dclaw import task
 from robot.backend import RobotState, SafetyStop
-from robot.client import LearnerClient, NotReady, Rejected, RunNotRunning, ServiceUnavailable
+from robot.client import NotReady, Rejected, RunNotRunning, ServiceUnavailable
 from robot.clock import DeadlineClock, LoopTiming
 from robot.runner import EXIT_SAFETY, Runner, RunnerConfig
 from robot.safety import SafetyLimits, SafetyMonitor
@@ -103,11 +104,6 @@ def test_spool_writes_atomically_lists_oldest_first_and_survives_a_restart(tmp_p
     assert (spool.rejected_dir / "episode-000000000001.json").exists()
 
 
-def _service(handler) -> callable:
-    transport = httpx.MockTransport(handler)
-    return lambda: LearnerClient("http://learner", 1, "r", "tok", transport=transport)
-
-
 def test_client_maps_the_services_answers_to_what_the_runner_does():
     answers = iter([
         httpx.Response(503, json={"status": "not_ready", "retry_after_ms": 250, "detail": "wait"}),
@@ -120,7 +116,7 @@ def test_client_maps_the_services_answers_to_what_the_runner_does():
     def handler(request):
         return next(answers)
 
-    client = _service(handler)()
+    client = service_client(handler)()
     with pytest.raises(NotReady) as not_ready:
         client.assignment(0)
     assert not_ready.value.retry_after_s == 0.25
@@ -138,7 +134,7 @@ def test_client_maps_the_services_answers_to_what_the_runner_does():
         raise httpx.ConnectError("connection refused")
 
     with pytest.raises(ServiceUnavailable, match="unreachable"):
-        _service(refuse)().upload({}, "key-12345678")
+        service_client(refuse)().upload({}, "key-12345678")
 
 
 def test_spool_sender_keeps_keys_and_order_while_the_service_is_away(tmp_path):
@@ -157,7 +153,7 @@ def test_spool_sender_keeps_keys_and_order_while_the_service_is_away(tmp_path):
             return httpx.Response(422, json={"detail": "observations must be 41 x 21"})
         return httpx.Response(201, json={"id": body["seq"] + 1, "seq": body["seq"]})
 
-    sender = SpoolSender(spool, _service(handler), min_backoff=0.05, max_backoff=0.1)
+    sender = SpoolSender(spool, service_client(handler), min_backoff=0.05, max_backoff=0.1)
     sender.start()
     time.sleep(0.3)
     assert len(spool) == 3 and sender.last_error  # nothing lost while the service is away
@@ -211,66 +207,14 @@ class ScriptedRobot:
         self.closed = True
 
 
-def _policy_document() -> bytes:
-    import io
-
-    from robot.policy import FORMAT, FORMAT_VERSION, payload_sha256
-
-    rng = np.random.default_rng(0)
-    arrays = {"hidden.0.weight": rng.normal(size=(8, 21)).astype(np.float32),
-              "hidden.0.bias": np.zeros(8, np.float32),
-              "mean.weight": rng.normal(size=(9, 8)).astype(np.float32),
-              "mean.bias": np.zeros(9, np.float32), "std.weight": np.zeros((9, 8), np.float32),
-              "std.bias": np.zeros(9, np.float32), "obs_mean": np.zeros(21, np.float32),
-              "obs_std": np.ones(21, np.float32), "action_scale": np.ones(9, np.float32),
-              "action_offset": np.zeros(9, np.float32)}
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "mf", "version": 0,
-              "architecture": {"obs_dim": 21, "act_dim": 9, "hidden": [8], "activation": "tanh",
-                               "std": "softplus", "min_std": 1e-3},
-              "arrays": sorted(arrays), "payload_sha256": payload_sha256(arrays)}
-    out = io.BytesIO()
-    np.savez(out, header=np.array(json.dumps(header)), **arrays)
-    return out.getvalue()
-
-
-def _scripted_service(document: bytes, log: list):
-    import hashlib
-
-    sha = hashlib.sha256(document).hexdigest()
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        log.append((request.method, path, json.loads(request.content) if request.content
-                    else None))
-        if path == "/api/v1/runs/1":
-            return httpx.Response(200, json={"id": 1, "name": "t", "algorithm": "unified",
-                                             "preset": "cpu-small", "mode": "sync",
-                                             "status": "running"})
-        if path.endswith("/runners"):
-            return httpx.Response(200, json=[])
-        if path.endswith("/assignments"):
-            return httpx.Response(200, json={
-                "run_id": 1, "policy_kind": "mf", "policy_version": 0, "sha256": sha,
-                "policy_url": "/api/v1/runs/1/policies/0?kind=mf", "decision_id": 1,
-                "deterministic": True, "episode_steps": 40, "episodes_seen": 0,
-                "reason": "warm-up"})
-        if "/policies/" in path:
-            return httpx.Response(200, content=document)
-        if path.endswith("/episodes"):
-            return httpx.Response(201, json={"id": 1, "seq": 0})
-        return httpx.Response(200 if path.endswith("heartbeat") else 201, json={})
-
-    return handler
-
-
 def test_a_streak_of_missed_deadlines_is_a_safety_stop_reported_to_the_service(tmp_path):
     log: list = []
     robot = ScriptedRobot(work_s=0.12)  # every tick overruns the 100 ms period
     config = RunnerConfig(learner_url="http://learner", run_id=1, name="r", token="tok",
                           episodes=1, spool_dir=tmp_path, heartbeat_s=0.05,
                           limits=SafetyLimits(max_missed_deadlines=3))
-    runner = Runner(config, robot, make_client=_service(_scripted_service(_policy_document(),
-                                                                          log)))
+    service = service_client(scripted_service(policy_document(), log))
+    runner = Runner(config, robot, make_client=service)
     assert runner.run() == EXIT_SAFETY
     assert robot.writes == 3 and robot.closed
     assert any("3 consecutive ticks missed" in reason for reason in robot.stops)
@@ -287,8 +231,8 @@ def test_one_episode_on_a_scripted_robot_is_spooled_then_uploaded(tmp_path):
     robot = ScriptedRobot()
     config = RunnerConfig(learner_url="http://learner", run_id=1, name="r", token="tok",
                           episodes=1, paced=False, spool_dir=tmp_path, heartbeat_s=0.05)
-    runner = Runner(config, robot, make_client=_service(_scripted_service(_policy_document(),
-                                                                          log)))
+    service = service_client(scripted_service(policy_document(), log))
+    runner = Runner(config, robot, make_client=service)
     assert runner.run() == 0
     uploads = [body for method, path, body in log if path.endswith("/episodes")]
     assert len(uploads) == 1

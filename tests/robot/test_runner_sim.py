@@ -1,4 +1,4 @@
-"""`dclaw run --backend sim` as a user runs it: a real service process with its trainer, the
+"""`dclaw run` as a user runs it: a real service process with its trainer, the
 runner as a process, signals, the service killed mid-episode and brought back. Every episode the
 runner finished arrives exactly once."""
 
@@ -46,12 +46,12 @@ def new_run(service: Service, name: str, mode: str = "sync") -> int:
 
 class RunnerProcess:
     def __init__(self, dclaw_cmd, service: Service, run_id: int, tmp_path, *args: str,
-                 token: str = RUNNER, name: str = "sim-1"):
+                 token: str = RUNNER, name: str = "sim-1", backend: str = "sim"):
         self.log = tmp_path / f"runner-{name}-{time.monotonic_ns()}.log"
         env = {**os.environ, "DCLAW_RUNNER_TOKEN": token, "COLUMNS": "200"}
         self.process = subprocess.Popen(
             [*dclaw_cmd, "run", "--run", str(run_id), "--learner", service.url, "--name", name,
-             "--backend", "sim", "--seed", "0", "--spool", str(tmp_path / "spool"), *args],
+             "--backend", backend, "--seed", "0", "--spool", str(tmp_path / "spool"), *args],
             env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
 
     def output(self) -> str:
@@ -167,3 +167,23 @@ def test_a_wrong_token_is_refused_with_what_to_set(dclaw_cmd, service, tmp_path)
     assert runner.wait(60) == 4
     assert "DCLAW_RUNNER_TOKEN" in runner.output()
     assert episodes(service, run_id) == []
+
+
+def test_hardware_path_on_the_emulator_ctrl_c_is_a_safety_stop_the_dashboard_sees(
+        dclaw_cmd, service, tmp_path):
+    run_id = new_run(service, "emulated", mode="async")
+    runner = RunnerProcess(dclaw_cmd, service, run_id, tmp_path, "--emulate",
+                           "--max-failed-reads", "8", name="emu-1", backend="dynamixel")
+    wait_until(lambda: len(episodes(service, run_id)) >= 1, 90, "an episode over the bus")
+    wait_until(lambda: runner_row_or_none(service, run_id, "emu-1", "running"), 30, "episode 2")
+    time.sleep(0.5)
+    runner.process.send_signal(signal.SIGINT)  # on hardware: stop now, hold, torque off
+    assert runner.wait(30) == 3, runner.output()
+    assert "SAFETY STOP" in runner.output()
+    stored = episodes(service, run_id)
+    assert len(stored) == 1 and stored[0]["runner"] == "emu-1"  # the aborted one is not sent
+    events = httpx.get(f"{service.url}/api/v1/runs/{run_id}/events").json()["items"]
+    assert [e["details"]["cause"] for e in events] == ["signal"]
+    assert "SIGINT" in events[0]["message"]
+    row = runner_row(service, run_id, "emu-1")
+    assert row["status"] == "safety_stop" and row["details"]["backend"] == "dynamixel"
