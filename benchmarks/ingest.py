@@ -7,14 +7,24 @@ each with its own HTTP connection, upload `--episodes` full 40-step episodes eac
 JSON, a fresh Idempotency-Key per upload); the rows are counted afterwards. Last, one client asks
 for `--assignments` assignments that are ready, one at a time.
 
+The client threads share the machine, and one Python process, with the service: `--client
+httpx` (the default, and the only client before) costs 0.7-0.8 ms of CPU per request under 16
+threads on the 2-core machine of docs/BENCHMARKS.md, `--client stdlib` (http.client) 0.1-0.2
+ms. `--trivial` sends the same clients to GET /healthz instead (no body, no database): the floor
+that the clients and the framework set. The CPU time per request of the service process and of
+the clients is printed too.
+
     python -m benchmarks.ingest [--clients 16] [--episodes 40] [--assignments 500]
-        [--workers 1] [--database-url postgresql://postgres@127.0.0.1:5432/test]
+        [--workers 1] [--rate 0] [--client httpx|stdlib] [--trivial]
+        [--database-url postgresql://postgres@127.0.0.1:5432/test]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
+import http.client
 import json
 import os
 import socket
@@ -122,22 +132,67 @@ def prepare_run(base: str, url: str) -> tuple[int, int]:
     return run["id"], decision_id
 
 
+class HttpxClient:
+    """One keep-alive connection through httpx (what the runner uses)."""
+
+    def __init__(self, base: str):
+        self.http = httpx.Client(base_url=base, timeout=30)
+
+    def request(self, method: str, path: str, body: bytes | None,
+                headers: dict[str, str]) -> tuple[int, str]:
+        got = self.http.request(method, path, content=body, headers=headers)
+        return got.status_code, got.text
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class StdlibClient:
+    """One keep-alive connection through http.client: far less client CPU per request."""
+
+    def __init__(self, base: str):
+        url = httpx.URL(base)
+        self.conn = http.client.HTTPConnection(url.host, url.port, timeout=30)
+
+    def request(self, method: str, path: str, body: bytes | None,
+                headers: dict[str, str]) -> tuple[int, str]:
+        self.conn.request(method, path, body=body, headers=headers)
+        got = self.conn.getresponse()
+        return got.status, got.read().decode(errors="replace")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+CLIENTS = {"httpx": HttpxClient, "stdlib": StdlibClient}
+
+
 def ingest(base: str, run_id: int, decision_id: int, clients: int, episodes: int,
-           warmup: int = 2, rate: float = 0.0):
+           warmup: int = 2, rate: float = 0.0, client_kind: str = "httpx",
+           trivial: bool = False, service_pid: int | None = None):
     """Each client uploads `warmup` episodes (not timed: connections, pools, threads warm up)
     and then `episodes` timed ones: back to back (closed loop) when `rate` is 0, else on a
     schedule that offers `rate` episodes/s in all, staggered across clients (open loop, like a
     fleet of robots). On a schedule, latency counts from the planned send time, so a request
-    held up behind a slow one is charged its wait (no coordinated omission)."""
+    held up behind a slow one is charged its wait (no coordinated omission). `trivial`: GET
+    /healthz instead of each upload (expects 200). Returns the seconds, the latencies, the
+    failures and the CPU seconds of the service process (`service_pid`) and of this one while
+    the timed requests ran."""
     bodies = {(c, s): episode_bytes(f"robot-{c}", s, decision_id)
               for c in range(clients) for s in range(warmup + episodes)}
     latencies: list[float] = []
     failures: list[str] = []
     barrier = threading.Barrier(clients + 1)
+    # This process holds ~150k objects (numpy, SQLAlchemy, the service's modules): a full
+    # garbage collection stops every client thread for 50-90 ms and showed in the p99 as if the
+    # service were slow. Frozen objects are never scanned again.
+    gc.collect()
+    gc.freeze()
 
     def client(c: int) -> None:
         headers = {"Authorization": f"Bearer {RUNNER}", "Content-Type": "application/json"}
-        with httpx.Client(base_url=base, timeout=30) as http:
+        http = CLIENTS[client_kind](base)
+        try:
             t0 = 0.0
             for s in range(warmup + episodes):
                 if s == warmup:
@@ -147,21 +202,42 @@ def ingest(base: str, run_id: int, decision_id: int, clients: int, episodes: int
                 if rate and s >= warmup:
                     start = t0 + ((s - warmup) * clients + c) / rate
                     time.sleep(max(0.0, start - time.perf_counter()))
-                got = http.post(f"/api/v1/runs/{run_id}/episodes", content=bodies[(c, s)],
-                                headers={**headers, "Idempotency-Key": str(uuid.uuid4())})
+                if trivial:
+                    status, text = http.request("GET", "/healthz", None, {})
+                else:
+                    status, text = http.request(
+                        "POST", f"/api/v1/runs/{run_id}/episodes", bodies[(c, s)],
+                        {**headers, "Idempotency-Key": str(uuid.uuid4())})
                 if s >= warmup:
                     latencies.append(time.perf_counter() - start)
-                if got.status_code != 201:
-                    failures.append(f"{got.status_code} {got.text[:200]}")
+                if status != (200 if trivial else 201):
+                    failures.append(f"{status} {text[:200]}")
+        finally:
+            http.close()
 
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
     for t in threads:
         t.start()
     barrier.wait()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), (cpu_seconds(service_pid), time.process_time())
     for t in threads:
         t.join()
-    return time.perf_counter() - start, latencies, failures
+    seconds = time.perf_counter() - start
+    service = cpu_seconds(service_pid)
+    cpu = (None if service is None else service - cpu[0], time.process_time() - cpu[1])
+    return seconds, latencies, failures, cpu
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process so far (Linux; None elsewhere)."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def assignments(base: str, run_id: int, count: int) -> list[float]:
@@ -188,14 +264,20 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--rate", type=float, default=0.0,
                         help="offered episodes/s in all (0: each client back to back)")
+    parser.add_argument("--client", choices=sorted(CLIENTS), default="httpx",
+                        help="the client threads' HTTP library")
+    parser.add_argument("--trivial", action="store_true",
+                        help="GET /healthz instead of uploads: the clients' and framework's floor")
     args = parser.parse_args()
 
     db = Database(args.database_url)
     process, base = start_service(db.url, args.workers)
     try:
         run_id, decision_id = prepare_run(base, db.url)
-        seconds, latencies, failures = ingest(base, run_id, decision_id, args.clients,
-                                              args.episodes, rate=args.rate)
+        seconds, latencies, failures, (service_cpu, client_cpu) = ingest(
+            base, run_id, decision_id, args.clients, args.episodes, rate=args.rate,
+            client_kind=args.client, trivial=args.trivial,
+            service_pid=process.pid if args.workers == 1 else None)
         engine = make_engine(db.url, pool_size=1)
         with engine.connect() as conn:
             stored = conn.execute(sa.text("SELECT count(*) FROM episodes WHERE run_id = :r"),
@@ -207,13 +289,18 @@ def main() -> None:
               f"uvicorn process(es), no trainer; episode body {size_kib:.0f} KiB of JSON")
         timed = args.clients * args.episodes
         offered = f"offered {args.rate:.0f}/s" if args.rate else "back to back"
-        print(f"ingest ({offered}): {args.clients} clients x {args.episodes} episodes = {timed}"
-              f" in {seconds:.2f} s -> {timed / seconds:.0f} episodes/s (after 2 warm-up each)")
+        what = "GET /healthz (trivial)" if args.trivial else "ingest"
+        print(f"{what} ({offered}, {args.client} clients): {args.clients} clients x "
+              f"{args.episodes} episodes = {timed} in {seconds:.2f} s -> "
+              f"{timed / seconds:.0f} episodes/s (after 2 warm-up each)")
         print(f"  latency p50 {1000 * percentile(latencies, 50):.1f} ms, "
               f"p99 {1000 * percentile(latencies, 99):.1f} ms, "
               f"max {1000 * max(latencies):.1f} ms")
-        print(f"  rows stored {stored} of {sent} sent; failures {len(failures)}"
-              + (f" (first: {failures[0]})" if failures else ""))
+        if service_cpu is not None:
+            print(f"  CPU per request: service {1000 * service_cpu / timed:.2f} ms, "
+                  f"clients {1000 * client_cpu / timed:.2f} ms")
+        print(f"  rows stored {stored} of {0 if args.trivial else sent} sent; "
+              f"failures {len(failures)}" + (f" (first: {failures[0]})" if failures else ""))
         lat = assignments(base, run_id, args.assignments)
         print(f"assignments (ready, one client, sequential): {len(lat)} requests, "
               f"p50 {1000 * statistics.median(lat):.1f} ms, "

@@ -3,6 +3,7 @@ trainer supervisor's life cycle."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -47,6 +48,11 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
             app.state.supervisor = TrainerSupervisor(
                 settings=settings, session_factory=app.state.session_factory, metrics=metrics)
             app.state.supervisor.start()
+        # The ~160k objects alive after start-up (SQLAlchemy, pydantic, torch) stay alive: move
+        # them out of the collector's view, or every full collection stalls all requests for
+        # 70-90 ms while freeing nothing (measured in docs/BENCHMARKS.md, ingest).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

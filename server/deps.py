@@ -2,21 +2,26 @@
 transaction per request) and the three kinds of access.
 
 The ones that only look at the request are `async`: they run on the event loop, without the
-thread hop a plain `def` dependency costs. The session is a plain `def`: its commit blocks."""
+thread hop a plain `def` dependency costs. The session is a plain `def`: its commit blocks.
+A hot `async` route takes `TransactionDep` instead: all its database work in one hop."""
 
 from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
+from server.db import transaction
 from server.metrics import ServiceMetrics
 from server.settings import Settings
+
+T = TypeVar("T")
 
 _bearer = HTTPBearer(auto_error=False, description="Admin or runner token from the settings.")
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{7,127}$")
@@ -37,9 +42,32 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+class Transaction:
+    """Runs `work(session, **kwargs)` in one transaction on a worker thread, committed before
+    the response is sent and rolled back when it raises, like `SessionDep`. A sync route with
+    `SessionDep` costs four thread hops (the session's start and end, the route, FastAPI's check
+    of its result); an `async` route awaiting this costs one: with 16 uploads in flight on two
+    cores, each hop is a wait for the GIL."""
+
+    def __init__(self, factory: sessionmaker[Session]):
+        self.factory = factory
+
+    async def run(self, work: Callable[..., T], /, **kwargs: Any) -> T:
+        return await run_in_threadpool(self._run, work, kwargs)
+
+    def _run(self, work: Callable[..., T], kwargs: dict[str, Any]) -> T:
+        with transaction(self.factory) as session:
+            return work(session, **kwargs)
+
+
+async def get_transaction(request: Request) -> Transaction:
+    return Transaction(request.app.state.session_factory)
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+TransactionDep = Annotated[Transaction, Depends(get_transaction)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 

