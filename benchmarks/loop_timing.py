@@ -1,8 +1,8 @@
 """The runner's 10 Hz loop timing on the sim backend and over the emulated Dynamixel bus, and its
 idle time between episodes, against a real local service.
 
-A `dclaw serve` process (SQLite, its trainer, a cpu-small run with small learner budgets in async
-mode, so the idle time is the service's and not the trainer's) feeds an in-process `Runner`,
+A `dclaw serve` process (SQLite, its trainer, a cpu-small run with small learner budgets, sync
+or async mode) feeds an in-process `Runner`,
 paced at 10 Hz. Per backend it prints, over every tick of every episode: the period error (how
 late each tick started against its absolute deadline) and the compute time per tick (read,
 policy, write), p50/p99/max; overruns; the idle time between episodes (assignment + policy fetch,
@@ -11,7 +11,7 @@ bulk read and its ten replies, and one sync write, at the baud rate) is printed 
 peer that no implementation can beat.
 
     python -m benchmarks.loop_timing [--backend sim|dynamixel|all] [--episodes 15]
-        [--baud 1000000]
+        [--baud 1000000] [--mode sync|async] [--read-block-ms 2]
 """
 
 from __future__ import annotations
@@ -62,10 +62,10 @@ def start_service(workdir: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the service did not start:\n" + (workdir / "serve.log").read_text())
 
 
-def new_run(url: str, name: str) -> int:
+def new_run(url: str, name: str, mode: str) -> int:
     auth = {"Authorization": f"Bearer {ADMIN}"}
     run = httpx.post(f"{url}/api/v1/runs", headers=auth, json={
-        "name": name, "algorithm": "unified", "preset": "cpu-small", "mode": "async",
+        "name": name, "algorithm": "unified", "preset": "cpu-small", "mode": mode,
         "overrides": FAST}).json()
     httpx.post(f"{url}/api/v1/runs/{run['id']}/start", headers=auth).raise_for_status()
     return run["id"]
@@ -82,7 +82,8 @@ def wire_floor_ms(baud: int, bus_read: str) -> float:
     return (14 + n + 11 + 14 * n) * 10 / baud * 1e3
 
 
-def measure(backend_name: str, url: str, episodes: int, baud: int, workdir: Path) -> dict:
+def measure(backend_name: str, url: str, episodes: int, baud: int, workdir: Path,
+            mode: str, read_block_ms: float) -> dict:
     emulator = None
     if backend_name == "sim":
         from sim.backend import SimBackend
@@ -93,8 +94,9 @@ def measure(backend_name: str, url: str, episodes: int, baud: int, workdir: Path
         from sim.emulator_process import EmulatorProcess
 
         emulator = EmulatorProcess("--baud", str(baud))
-        backend = DynamixelBackend(emulator.port, baud, bus_read=backend_name.split(":")[1])
-    run_id = new_run(url, f"loop-{backend_name}-{time.time_ns()}")
+        backend = DynamixelBackend(emulator.port, baud, bus_read=backend_name.split(":")[1],
+                                   read_block_s=read_block_ms / 1e3)
+    run_id = new_run(url, f"loop-{backend_name}-{time.time_ns()}", mode)
     config = RunnerConfig(learner_url=url, run_id=run_id,
                           name=f"bench-{backend_name.replace(':', '-')}",
                           token=RUNNER, episodes=episodes, spool_dir=workdir / "spool",
@@ -107,6 +109,8 @@ def measure(backend_name: str, url: str, episodes: int, baud: int, workdir: Path
             emulator.close()
     if code != 0:
         raise SystemExit(f"runner exited with {code}: {runner.stop_reason}")
+    # Free the service's trainer slot for the next backend's run.
+    httpx.post(f"{url}/api/v1/runs/{run_id}/stop", headers={"Authorization": f"Bearer {ADMIN}"})
     stored = httpx.get(f"{url}/api/v1/runs/{run_id}/episodes", params={"limit": 500}).json()
     timing = [e["timing"] for e in stored["items"]]
     late = np.concatenate([t.period_errors for t in runner.timings]) * 1e3
@@ -128,6 +132,12 @@ def main() -> None:
                         help="dynamixel: the emulated bus with Bulk Read, then Fast Sync Read")
     parser.add_argument("--episodes", type=int, default=15, help="41 ticks each")
     parser.add_argument("--baud", type=int, default=1_000_000)
+    parser.add_argument("--mode", choices=["sync", "async"], default="sync",
+                        help="sync (Alg. 1): the trainer learns between episodes, and the idle "
+                             "time includes its learning step; async: it learns while the next "
+                             "episode runs, on the same 2 cores here")
+    parser.add_argument("--read-block-ms", type=float, default=2.0,
+                        help="dynamixel: blocking read timeout (0: the SDK's busy polling)")
     args = parser.parse_args()
     backends = {"sim": ["sim"], "dynamixel": ["dynamixel:bulk", "dynamixel:fast-sync"]}
     backends = (backends["sim"] + backends["dynamixel"] if args.backend == "all"
@@ -136,11 +146,12 @@ def main() -> None:
         workdir = Path(tmp)
         service, url = start_service(workdir)
         try:
-            rows = [measure(b, url, args.episodes, args.baud, workdir) for b in backends]
+            rows = [measure(b, url, args.episodes, args.baud, workdir, args.mode,
+                            args.read_block_ms) for b in backends]
         finally:
             service.terminate()
             service.wait(30)
-    print(f"\nloop timing at 10 Hz, {args.episodes} episodes per backend (ms)")
+    print(f"\nloop timing at 10 Hz, {args.episodes} episodes per backend, {args.mode} run (ms)")
     print(f"{'backend':<20} {'ticks':>5}  {'period error p50/p99/max':>26}  "
           f"{'compute p50/p99/max':>22}  {'overruns':>8}  {'idle p50/p99':>13}  reset s")
     for r in rows:

@@ -3,8 +3,10 @@ do), starts `dclaw serve --no-trainer` on it, and lets Debian's Chromium photogr
 and one run.
 
     .venv/bin/python scripts/dashboard_screenshots.py [--out docs]
+    .venv/bin/python scripts/dashboard_screenshots.py --live http://127.0.0.1:8000 --run 1
 
-Writes dashboard-runs.png and dashboard-run.png.
+Writes dashboard-runs.png and dashboard-run.png; with --live, photographs a running service
+(e.g. `make demo`) instead and writes dashboard-live-run.png.
 """
 
 from __future__ import annotations
@@ -69,14 +71,32 @@ def take(out: Path) -> list[Path]:
     return [runs_png, run_png]
 
 
+def take_live(url: str, run_id: int, out: Path) -> list[Path]:
+    """The run page of a live service, as it is now (real training, not seeded data)."""
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / "dashboard-live-run.png"
+    with sync_playwright() as playwright:
+        browser = kit.launch_chromium(playwright)
+        page = browser.new_page(base_url=url, viewport={"width": 1400, "height": 900})
+        page.goto(f"/dashboard#/runs/{run_id}")
+        page.wait_for_selector("#chart-returns")
+        page.wait_for_timeout(4000)  # the first poll and the charts
+        page.screenshot(path=png, full_page=True)
+        browser.close()
+    return [png]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs", help="Folder of the PNGs.")
+    parser.add_argument("--live", metavar="URL", help="Photograph this running service instead.")
+    parser.add_argument("--run", type=int, default=1, help="With --live: the run to show.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("alembic", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    for path in take(args.out):
+    paths = take_live(args.live, args.run, args.out) if args.live else take(args.out)
+    for path in paths:
         log.info("wrote %s", path)
 
 

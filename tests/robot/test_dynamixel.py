@@ -85,6 +85,27 @@ def test_reset_turns_the_valve_back_and_brings_the_claw_to_the_reset_pose(emulat
         robot.close()
 
 
+@pytest.mark.timeout(120)
+def test_a_reset_that_cannot_reach_the_pose_retries_then_stops_and_says_which_motor(emulator):
+    from robot.backend import ResetFailed
+
+    # A stuck joint: current limits are raised so that only the pose check can catch it.
+    robot = DynamixelBackend(emulator.port, limits=tolerant(max_current_ma=1e6))
+    robot.connect()
+    robot._set_torque([21], True)
+    robot._move({21: 0.0}, 2.0, 3.0)  # away from its reset angle (-pi/3)
+    emulator.command("fault stuck 21")
+    try:
+        with pytest.raises(ResetFailed, match=r"motors \[21\] are still more than 5°") as failed:
+            robot.reset()
+        assert failed.value.details["motors"] == [21]
+        assert "3 disentangle attempts" in failed.value.message
+    finally:
+        robot.close()
+    emulator.command("clear")
+    assert all(m["torque"] == 0 for m in motors(emulator).values())
+
+
 def run_episode(emu: EmulatorProcess, tmp_path, *, limits: SafetyLimits | None = None,
                 inject: str | None = None) -> tuple[int, Runner, list]:
     """One paced episode on the emulated bus against a scripted service; `inject` is sent to
@@ -136,7 +157,7 @@ def test_a_full_episode_over_the_bus_follows_the_policy(emulator, tmp_path):
 
 # (command, cause, what the stop says). Overheating latches the error bit and reads hot: the
 # runner sees whichever its next reading shows first (the alert bit, or the temperature read
-# every tenth tick).
+# in turn, each motor once a second).
 FAULTS = [
     ("fault hw_error 11 overload", "hardware_error", "motor 11: hardware error (overload)"),
     ("fault overheat 21", "hardware_error|temperature", "motor 21: "),
