@@ -95,6 +95,8 @@ class RunWorker(threading.Thread):
                 with self.trainer.fenced() as session:
                     set_run_status(session, run_id=self.claim.run_id, status="stopped",
                                    expect=("stopping",))
+                    # In the same transaction: a run reads `stopped` only once it is free.
+                    release(session, claim=self.claim)
                 log.info("run %d: stopped", self.claim.run_id)
                 return
             if status != "running" or self.shutdown.is_set():

@@ -51,7 +51,9 @@ def service(seeded, tmp_path_factory) -> Iterator[Service]:
     service.stop()
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API runs an event loop in this thread while it is open, which
+# later tests that start their own (anyio.run) must not find.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         try:
