@@ -79,20 +79,20 @@ def run(
     learner: Annotated[str, typer.Option(envvar="DCLAW_LEARNER_URL",
                                          help="The learner service's URL.")] = (
         "http://127.0.0.1:8000"),
-    name: Annotated[str, typer.Option(help="This robot's name (unique per run) "
-                                           "[default: the host name].")] = "",
+    name: Annotated[str, typer.Option(help="This robot's name, unique per run "
+                                           "(default: the host name).")] = "",
     backend: Annotated[Backend, typer.Option(help="sim: MuJoCo in-process; dynamixel: the "
                                                   "servos (or `dclaw emulate`).")] = Backend.sim,
     device: Annotated[str, typer.Option(help="Serial port of the U2D2 (dynamixel).")] = (
         "/dev/ttyUSB0"),
     baud: Annotated[int, typer.Option(help="Bus baud rate (dynamixel).")] = 1_000_000,
     calibration: Annotated[Path | None, typer.Option(
-        help="Calibration TOML (dynamixel) [default: ROBEL's map; write one with "
-             "--write-calibration].")] = None,
+        help="Calibration TOML (dynamixel); default: ROBEL's map (write it out with "
+             "--write-calibration).")] = None,
     episodes: Annotated[int | None, typer.Option(
-        min=1, help="Stop after N episodes [default: until the run stops].")] = None,
-    unpaced: Annotated[bool, typer.Option(help="sim: run as fast as it goes, not at 10 Hz.")] = (
-        False),
+        min=1, help="Stop after N episodes (default: until the run stops).")] = None,
+    unpaced: Annotated[bool, typer.Option(
+        "--unpaced", help="sim: run as fast as it goes, not at 10 Hz.")] = False,
     spool: Annotated[Path, typer.Option(
         envvar="DCLAW_SPOOL_DIR", help="Where episodes wait until the service has them.")] = (
         Path("dclaw-spool")),
@@ -109,15 +109,18 @@ def run(
                                                            "in a row miss their deadline.")] = 3,
     watchdog_ms: Annotated[int, typer.Option(help="Bus watchdog: motors stop by themselves this "
                                                   "long after the runner goes silent.")] = 500,
-    reboot: Annotated[bool, typer.Option(help="Reboot motors that report a hardware error at "
-                                              "start (after you fixed the cause).")] = False,
+    reboot: Annotated[bool, typer.Option(
+        "--reboot", help="Reboot motors that report a hardware error at start (after you fixed "
+                         "the cause).")] = False,
     bus_read: Annotated[BusRead, typer.Option(
         help="dynamixel: bulk (Bulk Read, one reply per motor) or fast-sync (Fast Sync Read, one "
-             "reply for all: less wire time; needs firmware 46+).")] = BusRead.bulk,
-    emulate: Annotated[bool, typer.Option(help="dynamixel: start `dclaw emulate` and run on its "
-                                               "bus instead of --device (no hardware).")] = False,
-    check: Annotated[bool, typer.Option(help="dynamixel: connect, print each joint's calibrated "
-                                             "angle and current, and exit.")] = False,
+             "reply for all: less wire time, where the servos' firmware has it).")] = BusRead.bulk,
+    emulate: Annotated[bool, typer.Option(
+        "--emulate", help="dynamixel: start `dclaw emulate` and run on its bus instead of "
+                          "--device (no hardware).")] = False,
+    check: Annotated[bool, typer.Option(
+        "--check", help="dynamixel: connect, print each joint's calibrated angle and current, "
+                        "and exit.")] = False,
     write_calibration: Annotated[Path | None, typer.Option(
         help="Write ROBEL's default calibration to this file to edit, and exit.")] = None,
 ) -> None:
@@ -182,7 +185,8 @@ def run(
 
 @app.command()
 def demo(
-    emulator: Annotated[bool, typer.Option(help="Run the robot on the Dynamixel bus emulator "
+    emulator: Annotated[bool, typer.Option("--emulator",
+                                           help="Run the robot on the Dynamixel bus emulator "
                                                 "(through dynamixel-sdk) instead of the sim.")] = (
         False),
     port: Annotated[int, typer.Option(help="Port of the service and dashboard.")] = 8000,

@@ -42,6 +42,10 @@ class Demo:
         self.env = {**os.environ, "DCLAW_DEV": "1",
                     "DCLAW_DATABASE_URL": f"sqlite:///{self.data_dir / 'dclaw.db'}",
                     "DCLAW_ADMIN_TOKEN": ADMIN, "DCLAW_RUNNER_TOKEN": RUNNER}
+        # The trainer shares this machine with the runner and the API: one torch thread, or
+        # torch's spinning worker threads take the cores from everything else (and from
+        # training itself). A GPU box or a bigger machine can set its own.
+        self.env.setdefault("DCLAW_TORCH_THREADS", "1")
         self.children: list[subprocess.Popen] = []
         self.http = httpx.Client(base_url=self.url, timeout=30,
                                  headers={"Authorization": f"Bearer {ADMIN}"})
