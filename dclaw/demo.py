@@ -23,6 +23,8 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
+from dclaw.service_process import wait_ready
+
 ADMIN = "dev-admin-token"  # the service's dev-mode defaults (DCLAW_DEV=1): a local demo only
 RUNNER = "dev-runner-token"
 RUN_NAME = "demo"
@@ -65,23 +67,13 @@ class Demo:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         service = self._spawn(["serve", "--port", str(self.port)], "serve.log")
         with self.console.status(f"starting the service on {self.url} ..."):
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                if service.poll() is not None:
-                    raise SystemExit("the service exited: see "
-                                     f"{self.data_dir / 'serve.log'}\n"
-                                     + (self.data_dir / "serve.log").read_text()[-2000:])
-                try:
-                    if self.http.get("/readyz", timeout=1).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
-        raise SystemExit(f"the service did not become ready; see {self.data_dir / 'serve.log'}")
+            try:
+                wait_ready(self.url, service, timeout=120, log=self.data_dir / "serve.log")
+            except RuntimeError as exc:
+                raise SystemExit(f"{exc}\n(log: {self.data_dir / 'serve.log'})") from exc
 
     def ensure_run(self) -> dict:
         runs = self.http.get("/api/v1/runs").json()
-        runs = runs["items"] if isinstance(runs, dict) else runs
         run = next((r for r in runs if r["name"] == RUN_NAME), None)
         if run is None:
             got = self.http.post("/api/v1/runs", json={

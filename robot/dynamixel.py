@@ -83,7 +83,6 @@ class DynamixelBackend:
         self._last: RobotState | None = None
         self._reads = 0
         self._temperature: tuple[int, float] | None = None  # (motor, °C) of the last bulk read
-        self._torque: dict[int, bool] = {}
         # Set by the runner: returns why to abort (a signal), or None. Checked during resets.
         self.abort_requested: Callable[[], str | None] | None = None
 
@@ -189,7 +188,6 @@ class DynamixelBackend:
     def _set_torque(self, motors: Iterable[int], on: bool) -> None:
         for motor in motors:
             self._write(motor, hw.TORQUE_ENABLE, int(on))
-            self._torque[motor] = on
 
     def _write_goals(self, goals: dict[int, float]) -> None:
         """One sync write of goal positions (rad, calibrated) for the given motors."""

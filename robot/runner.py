@@ -12,7 +12,6 @@ means stop. SIGTERM always aborts. An aborted episode is not uploaded (it is not
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import signal
@@ -46,7 +45,7 @@ from robot.client import (
     ServiceUnavailable,
 )
 from robot.clock import DeadlineClock, LoopTiming
-from robot.policy import NumpyPolicy, PolicyIntegrityError, document_sha256
+from robot.policy import NumpyPolicy, PolicyIntegrityError
 from robot.safety import SafetyLimits, SafetyMonitor
 from robot.spool import Spool, SpoolSender, send
 
@@ -149,39 +148,35 @@ class Runner:
             self._events.append({"kind": kind, "message": message, "details": details})
         self._beat.set()
 
+    def _post_beat(self, client: LearnerClient) -> None:
+        """Posts the queued events, then the status; what the service did not get is kept."""
+        with self._lock:
+            status, seq = self.status, self.last_seq
+            details = {**self.details, "spooled": len(self.spool)}
+            events, self._events = self._events, []
+        try:
+            while events:
+                try:
+                    client.event(**events[0])
+                except Rejected as exc:  # not retryable: say so, keep going
+                    log.error("the service refused event %s: %s", events[0], exc)
+                events.pop(0)
+            client.heartbeat(status, seq, details)
+        except (ServiceUnavailable, Rejected) as exc:
+            log.debug("heartbeat: %s", exc)
+            with self._lock:  # events not posted are kept for the next beat
+                self._events[:0] = events
+
     def _heartbeats(self) -> None:
         client = self._make_client()
         try:
             while not self._halt.is_set():
                 self._beat.clear()
-                with self._lock:
-                    status, seq = self.status, self.last_seq
-                    details = {**self.details, "spooled": len(self.spool)}
-                    events, self._events = self._events, []
-                try:
-                    for i, event in enumerate(events):
-                        try:
-                            client.event(**event)
-                        except Rejected as exc:  # not retryable: say so, keep going
-                            log.error("the service refused event %s: %s", event, exc)
-                        events[i] = None
-                    client.heartbeat(status, seq, details)
-                except (ServiceUnavailable, Rejected) as exc:
-                    log.debug("heartbeat: %s", exc)
-                    with self._lock:  # events not posted are kept for the next beat
-                        self._events[:0] = [e for e in events if e is not None]
+                self._post_beat(client)
                 self._beat.wait(self.config.heartbeat_s)
                 while self._ticking.is_set() and not self._halt.is_set():
                     time.sleep(0.05)  # no HTTP from this thread while the 10 Hz loop runs
-            try:  # the last word: stopped, or why
-                with self._lock:
-                    status, seq, details = self.status, self.last_seq, dict(self.details)
-                    events, self._events = self._events, []
-                for event in events:
-                    client.event(**event)
-                client.heartbeat(status, seq, {**details, "spooled": len(self.spool)})
-            except (ServiceUnavailable, Rejected) as exc:
-                log.debug("last heartbeat: %s", exc)
+            self._post_beat(client)  # the last word: stopped, or why
         finally:
             client.close()
 
@@ -219,7 +214,7 @@ class Runner:
             return result
 
     def _first_seq(self) -> int:
-        """After the highest seq the service or the spool has seen for this runner."""
+        """After the highest seq the service (it records each assignment's) or the spool has."""
         row = self._with_service("read this runner's last episode",
                                  self.client.runner_status)
         seen = [-1]
@@ -227,16 +222,7 @@ class Runner:
             seen.append(int(row["last_seq"]))
         if (spooled := self.spool.max_seq()) is not None:
             seen.append(spooled)
-        state = self.config.home / "state.json"
-        if state.exists():
-            seen.append(int(json.loads(state.read_text()).get("last_seq", -1)))
         return max(seen) + 1
-
-    def _save_seq(self, seq: int) -> None:
-        path = self.config.home / "state.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"last_seq": seq}))
-        os.replace(tmp, path)
 
     def _assignment(self, seq: int) -> Assignment:
         announced = False
@@ -270,7 +256,6 @@ class Runner:
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(data)
             os.replace(tmp, path)
-            assert document_sha256(data) == assignment.sha256
         self._policies = {key: policy, **dict(list(self._policies.items())[:3])}
         return policy
 
@@ -423,7 +408,6 @@ class Runner:
         seq = result.body["seq"]
         self._set_status("uploading")
         item = self.spool.put(result.body)  # on disk before anything is sent
-        self._save_seq(seq)
         summary = send(self.spool, self.client, item)
         where = f"id {summary['id']}" if summary else "[yellow]spooled[/] (service away)"
         if summary is None:
