@@ -27,7 +27,6 @@ import hashlib
 import http.client
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ import httpx
 import numpy as np
 import sqlalchemy as sa
 
+from dclaw.service_process import free_port, wait_ready
 from server import migrate
 from server.db import make_engine, make_session_factory, transaction
 from server.repository import learning
@@ -93,9 +93,7 @@ class Database:
 
 
 def start_service(url: str, workers: int) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "DCLAW_DATABASE_URL": url, "DCLAW_ADMIN_TOKEN": ADMIN,
            "DCLAW_RUNNER_TOKEN": RUNNER}
     dclaw = Path(sys.executable).parent / "dclaw"
@@ -103,14 +101,12 @@ def start_service(url: str, workers: int) -> tuple[subprocess.Popen, str]:
                                 "--workers", str(workers)],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("the service did not start")
+    try:
+        wait_ready(base, process, timeout=60)
+    except RuntimeError:
+        process.kill()
+        raise
+    return process, base
 
 
 def prepare_run(base: str, url: str) -> tuple[int, int]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from dclaw.service_process import free_port, wait_ready
 from robot.runner import Runner, RunnerConfig
 
 ADMIN, RUNNER = "bench-admin-token-0123456789", "bench-runner-token-0123456789"
@@ -38,28 +38,17 @@ FAST = {"warmup_episodes": 2, "sac__updates_per_episode": 5, "sac__batch_size": 
 DCLAW = str(Path(sys.executable).parent / "dclaw")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_service(workdir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "DCLAW_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
            "DCLAW_ADMIN_TOKEN": ADMIN, "DCLAW_RUNNER_TOKEN": RUNNER, "DCLAW_TORCH_THREADS": "1"}
     subprocess.run([DCLAW, "db", "upgrade"], env=env, check=True, capture_output=True)
+    log = workdir / "serve.log"
     process = subprocess.Popen([DCLAW, "serve", "--port", str(port)], env=env,
-                               stdout=(workdir / "serve.log").open("w"), stderr=subprocess.STDOUT)
+                               stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the service did not start:\n" + (workdir / "serve.log").read_text())
+    wait_ready(url, process, timeout=60, log=log)
+    return process, url
 
 
 def new_run(url: str, name: str, mode: str) -> int:

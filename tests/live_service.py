@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import time
 
-import httpx
+from dclaw.service_process import free_port, wait_ready
 
-# The tokens of tests/server/server_testkit.py.
 ADMIN = "admin-token-for-tests-0123456789"
 RUNNER = "runner-token-for-tests-0123456789"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Small learner budgets: a cpu-small run that learns in a fraction of a second per episode.
+FAST_OVERRIDES = {
+    "warmup_episodes": 2,
+    "sac__updates_per_episode": 5,
+    "sac__batch_size": 64,
+    "dynamics__updates_per_episode": 3,
+    "mb_policy__updates_per_episode": 2,
+    "mb_policy__num_masks": 2,
+    "mb_policy__rollouts_per_mask": 2,
+    "gate__num_masks": 8,
+    "gate__rollouts_per_mask": 2,
+}
 
 
 class Service:
@@ -28,7 +31,7 @@ class Service:
     prints on failure."""
 
     def __init__(self, dclaw_cmd, db_url: str, workdir, separate_trainer: bool):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("DCLAW_")},
@@ -52,16 +55,7 @@ class Service:
         self.api = self._spawn(args, trainer_name, "serve.log")
         if self.separate:
             self.start_trainer(trainer_name)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert self.api.poll() is None, self.logs()
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("service not ready:\n" + self.logs())
+        wait_ready(self.url, self.api, timeout=90, log=self.workdir / "serve.log")
 
     def start_trainer(self, name: str) -> None:
         self.trainer = self._spawn(["trainer", "--name", name], name, "trainer.log")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,10 +18,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
 import numpy as np
 from sqlalchemy import select
 
+from dclaw.service_process import free_port, wait_ready
 from dclaw.task import OBS_TARGET_ERROR
 from server import migrate
 from server.db import make_engine, make_session_factory, transaction
@@ -201,17 +200,11 @@ def seed_database(url: str) -> Seed:
     return Seed(demo=demo, baseline=baseline, empty=empty)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Service:
     """`dclaw serve --no-trainer` on the seeded database, in a subprocess."""
 
     def __init__(self, db_url: str, workdir: Path):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir, self.log = workdir, workdir / "serve.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("DCLAW_")}
@@ -224,18 +217,11 @@ class Service:
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the service exited:\n{self.logs()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"the service was not ready in {timeout} s:\n{self.logs()}")
+        try:
+            wait_ready(self.url, self.process, timeout=timeout, log=self.log)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def logs(self) -> str:
         return self.log.read_text()[-5000:]

@@ -12,17 +12,14 @@ import time
 
 import httpx
 import pytest
-from live_service import ADMIN, RUNNER, Service
+from live_service import ADMIN, FAST_OVERRIDES, RUNNER, Service
 
 from server import migrate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
-FAST = {"warmup_episodes": 2, "sac__updates_per_episode": 5, "sac__batch_size": 64,
-        "dynamics__updates_per_episode": 3, "mb_policy__updates_per_episode": 2,
-        "mb_policy__num_masks": 2, "mb_policy__rollouts_per_mask": 2, "gate__num_masks": 8,
-        "gate__rollouts_per_mask": 2}
+
 
 
 @pytest.fixture
@@ -39,7 +36,7 @@ def new_run(service: Service, name: str, mode: str = "sync") -> int:
     with httpx.Client(base_url=service.url, headers=ADMIN_AUTH) as http:
         run = http.post("/api/v1/runs", json={"name": name, "algorithm": "unified",
                                               "preset": "cpu-small", "mode": mode,
-                                              "overrides": FAST}).json()
+                                              "overrides": FAST_OVERRIDES}).json()
         assert http.post(f"/api/v1/runs/{run['id']}/start").is_success
     return run["id"]
 

@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from live_service import ADMIN, RUNNER
+from live_service import ADMIN, FAST_OVERRIDES, RUNNER
 
 from server.db import transaction
 from server.repository import learning
@@ -15,18 +15,6 @@ from server.settings import Settings
 
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
 RUNNER_AUTH = {"Authorization": f"Bearer {RUNNER}"}
-# Small learner budgets: a cpu-small run that learns in a fraction of a second per episode.
-FAST_OVERRIDES = {
-    "warmup_episodes": 2,
-    "sac__updates_per_episode": 5,
-    "sac__batch_size": 64,
-    "dynamics__updates_per_episode": 3,
-    "mb_policy__updates_per_episode": 2,
-    "mb_policy__num_masks": 2,
-    "mb_policy__rollouts_per_mask": 2,
-    "gate__num_masks": 8,
-    "gate__rollouts_per_mask": 2,
-}
 
 
 def pg_schema_url(base: str, schema: str) -> str:
