@@ -92,28 +92,48 @@ class Database:
         engine.dispose()
 
 
-def start_service(url: str, workers: int) -> tuple[subprocess.Popen, str]:
+def start_service(url: str, workers: int, trainer: str = "none"
+                  ) -> tuple[subprocess.Popen, str, list[subprocess.Popen]]:
+    """`dclaw serve` (with its trainer when `trainer` is "serve"), and a `dclaw trainer`
+    process beside it when `trainer` is "separate"."""
     port = free_port()
     env = {**os.environ, "DCLAW_DATABASE_URL": url, "DCLAW_ADMIN_TOKEN": ADMIN,
-           "DCLAW_RUNNER_TOKEN": RUNNER}
+           "DCLAW_RUNNER_TOKEN": RUNNER, "DCLAW_TORCH_THREADS": "1"}
     dclaw = Path(sys.executable).parent / "dclaw"
-    process = subprocess.Popen([str(dclaw), "serve", "--port", str(port), "--no-trainer",
-                                "--workers", str(workers)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    process = subprocess.Popen(
+        [str(dclaw), "serve", "--port", str(port), "--workers", str(workers)]
+        + ([] if trainer == "serve" else ["--no-trainer"]), **quiet)
+    others = [subprocess.Popen([str(dclaw), "trainer"], **quiet)] if trainer == "separate" else []
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base, process, timeout=60)
     except RuntimeError:
-        process.kill()
+        for p in (process, *others):
+            p.kill()
         raise
-    return process, base
+    return process, base, others
 
 
-def prepare_run(base: str, url: str) -> tuple[int, int]:
+def prepare_run(base: str, url: str, trainer: str = "none") -> tuple[int, int]:
+    """A started cpu-small run and the gate decision the uploads name. With no trainer, one
+    policy and decision are stored directly; with one, the trainer's first decision is used
+    (async mode: from then on it learns from every upload, on the same 2 cores)."""
     admin = {"Authorization": f"Bearer {ADMIN}"}
     run = httpx.post(f"{base}/api/v1/runs", headers=admin, json={
-        "name": "bench", "preset": "cpu-small", "mode": "sync"}).json()
+        "name": "bench", "preset": "cpu-small",
+        "mode": "sync" if trainer == "none" else "async"}).json()
     httpx.post(f"{base}/api/v1/runs/{run['id']}/start", headers=admin).raise_for_status()
+    if trainer != "none":
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            got = httpx.post(f"{base}/api/v1/runs/{run['id']}/assignments",
+                             headers={"Authorization": f"Bearer {RUNNER}"},
+                             json={"runner": "bench-probe", "seq": 0})
+            if got.status_code == 200:
+                return run["id"], got.json()["decision_id"]
+            time.sleep(0.2)
+        raise RuntimeError("the trainer gave no first assignment in 120 s")
     engine = make_engine(url, pool_size=1)
     data = b"a policy document"
     with transaction(make_session_factory(engine)) as session:
@@ -262,14 +282,17 @@ def main() -> None:
                         help="offered episodes/s in all (0: each client back to back)")
     parser.add_argument("--client", choices=sorted(CLIENTS), default="httpx",
                         help="the client threads' HTTP library")
+    parser.add_argument("--trainer", choices=("none", "serve", "separate"), default="none",
+                        help="a training run beside the uploads: trained inside `dclaw serve`, "
+                        "or by a separate `dclaw trainer` process (default: none, no learning)")
     parser.add_argument("--trivial", action="store_true",
                         help="GET /healthz instead of uploads: the clients' and framework's floor")
     args = parser.parse_args()
 
     db = Database(args.database_url)
-    process, base = start_service(db.url, args.workers)
+    process, base, others = start_service(db.url, args.workers, args.trainer)
     try:
-        run_id, decision_id = prepare_run(base, db.url)
+        run_id, decision_id = prepare_run(base, db.url, args.trainer)
         seconds, latencies, failures, (service_cpu, client_cpu) = ingest(
             base, run_id, decision_id, args.clients, args.episodes, rate=args.rate,
             client_kind=args.client, trivial=args.trivial,
@@ -282,7 +305,8 @@ def main() -> None:
         sent = args.clients * (args.episodes + 2)  # with the warm-up uploads
         size_kib = len(episode_bytes("robot-0", 0, decision_id)) / 1024
         print(f"database: {sa.engine.make_url(db.url).get_backend_name()}, {args.workers} "
-              f"uvicorn process(es), no trainer; episode body {size_kib:.0f} KiB of JSON")
+              f"uvicorn process(es), trainer: {args.trainer}; "
+              f"episode body {size_kib:.0f} KiB of JSON")
         timed = args.clients * args.episodes
         offered = f"offered {args.rate:.0f}/s" if args.rate else "back to back"
         what = "GET /healthz (trivial)" if args.trivial else "ingest"
@@ -302,8 +326,9 @@ def main() -> None:
               f"p50 {1000 * statistics.median(lat):.1f} ms, "
               f"p99 {1000 * percentile(lat, 99):.1f} ms")
     finally:
-        process.terminate()
-        process.wait(timeout=60)
+        for p in (*others, process):
+            p.terminate()
+            p.wait(timeout=60)
         db.drop()
 
 

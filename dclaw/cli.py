@@ -353,7 +353,7 @@ def serve(
     trainer: Annotated[
         bool | None,
         typer.Option("--trainer/--no-trainer",
-                     help="Run a trainer supervisor in this process (default: DCLAW_TRAINER)."),
+                     help="Run a trainer process beside the API (default: DCLAW_TRAINER)."),
     ] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
     workers: Annotated[

@@ -1,5 +1,5 @@
 """The FastAPI application factory: routers, error mapping, body limit, CORS, metrics, and the
-trainer supervisor's life cycle."""
+life cycle of the trainer process beside the API."""
 
 from __future__ import annotations
 
@@ -24,13 +24,14 @@ from server.db import make_engine, make_session_factory
 from server.errors import NotReady, Refused, ServiceError
 from server.metrics import RequestMetricsMiddleware, ServiceMetrics
 from server.settings import Settings, get_settings
+from server.trainer.process import TrainerProcess
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, *, check_schema: bool = True) -> FastAPI:
-    """The service. With `settings.trainer` a trainer supervisor runs in worker threads of this
-    process (never on the event loop); it starts and stops with the app."""
+    """The service. With `settings.trainer` a `dclaw trainer` child process learns beside it
+    (never under this process's GIL); it starts and stops with the app."""
     settings = settings or get_settings()
     if settings.dev:
         log.warning("dev mode: default tokens are accepted; never expose this service")
@@ -43,12 +44,9 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
             migrate.check_schema(engine)  # refuses to start on an old schema
         app.state.supervisor = None
         if settings.trainer:
-            from server.trainer.supervisor import TrainerSupervisor  # torch: only when training
-
-            app.state.supervisor = TrainerSupervisor(
-                settings=settings, session_factory=app.state.session_factory, metrics=metrics)
+            app.state.supervisor = TrainerProcess(settings)
             app.state.supervisor.start()
-        # The ~160k objects alive after start-up (SQLAlchemy, pydantic, torch) stay alive: move
+        # The ~160k objects alive after start-up (SQLAlchemy, pydantic) stay alive: move
         # them out of the collector's view, or every full collection stalls all requests for
         # 70-90 ms while freeing nothing (measured in docs/BENCHMARKS.md, ingest).
         gc.collect()

@@ -1,4 +1,6 @@
-"""Prometheus metrics of one service process (API and in-process trainers share the registry)."""
+"""Prometheus metrics: the API's (`/metrics` of `dclaw serve`) and a trainer process's (its own
+port, DCLAW_TRAINER_METRICS_PORT or `dclaw trainer --metrics-port`): they run in different
+processes, so each has its own registry and Prometheus scrapes both."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 class ServiceMetrics:
-    """One registry per process (per app in tests), so apps never share counters."""
+    """The API's metrics. One registry per app (per app in tests), so apps never share counters."""
 
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
@@ -26,6 +28,14 @@ class ServiceMetrics:
             "Uploads answered with an earlier upload's result.", registry=r)
         self.assignments = Counter(
             "dclaw_assignments_total", "Assignment answers by outcome.", ["outcome"], registry=r)
+
+
+class TrainerMetrics:
+    """A trainer process's metrics (its supervisor and every run it trains)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
         self.episodes_learned = Counter(
             "dclaw_trainer_episodes_learned_total", "Episodes the trainers learnt from.",
             registry=r)

@@ -46,11 +46,11 @@ def check_database(settings: Settings) -> None:
 
 
 def serve(settings: Settings, *, access_log: bool = False, workers: int = 1) -> None:
-    """The API (and, with settings.trainer, a trainer supervisor) under uvicorn.
+    """The API under uvicorn and, with settings.trainer, a `dclaw trainer` child process.
 
     With workers > 1, uvicorn runs that many processes of the (stateless) API; each builds its
     settings from the environment, so the CLI's trainer choice is passed on through it. With the
-    trainer on, every worker runs a supervisor (leases share the runs out among them)."""
+    trainer on, every worker starts a trainer process (leases share the runs out among them)."""
     import uvicorn
 
     from server.app import create_app
@@ -68,27 +68,46 @@ def serve(settings: Settings, *, access_log: bool = False, workers: int = 1) -> 
 
 
 def run_trainer(settings: Settings, *, metrics_port: int | None = None) -> None:
-    """Trainers alone (another GPU box against the same PostgreSQL) until SIGINT/SIGTERM."""
+    """Trainers alone (another GPU box against the same PostgreSQL) until SIGINT/SIGTERM, or,
+    as `dclaw serve`'s child (DCLAW_PARENT_PID set), until that process is gone."""
     from prometheus_client import start_http_server
 
-    from server.metrics import ServiceMetrics
+    from server.metrics import TrainerMetrics
     from server.trainer.supervisor import TrainerSupervisor
 
     check_database(settings)
     engine = make_engine(settings.database_url)
-    metrics = ServiceMetrics()
+    metrics = TrainerMetrics()
+    if metrics_port is None:
+        metrics_port = settings.trainer_metrics_port
     if metrics_port is not None:
-        start_http_server(metrics_port, registry=metrics.registry)
+        try:
+            start_http_server(metrics_port, registry=metrics.registry)
+        except OSError as exc:  # e.g. two API workers' trainers: the first one has the port
+            log.error("trainer metrics not served: port %d: %s", metrics_port, exc)
     supervisor = TrainerSupervisor(settings=settings, session_factory=make_session_factory(engine),
                                    metrics=metrics)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    parent = os.environ.get("DCLAW_PARENT_PID")
+    if parent:
+        threading.Thread(target=_stop_when_orphaned, args=(int(parent), stop), daemon=True,
+                         name="parent-watch").start()
     supervisor.start()
     stop.wait()
     log.info("trainer %s: stopping (finishing steps, checkpointing)", settings.trainer_name)
     supervisor.stop()
     engine.dispose()
+
+
+def _stop_when_orphaned(parent_pid: int, stop: threading.Event) -> None:
+    """`dclaw serve` was killed (even SIGKILL): stop as on SIGTERM, checkpointing, rather than
+    train on unseen with a lease the next `serve` waits for. Polling getppid is portable."""
+    while not stop.wait(0.5):
+        if os.getppid() != parent_pid:
+            log.warning("trainer: the service process %d is gone; stopping", parent_pid)
+            stop.set()
 
 
 def db_upgrade(revision: str = "head", database_url: str | None = None) -> str:

@@ -66,7 +66,10 @@ class Settings(DatabaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    trainer: bool = Field(True, description="`dclaw serve` runs a trainer supervisor as well.")
+    trainer: bool = Field(True, description="`dclaw serve` runs a trainer process as well.")
+    trainer_metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Port of the trainer process's Prometheus metrics "
+        "(the API's are at /metrics); unset: not served.")
     trainer_slots: int = Field(1, ge=1, description="Runs one trainer process trains at once.")
     trainer_name: str = Field(default_factory=_default_trainer_name, min_length=1)
     device: str = Field("auto", description="Torch device of the trainer: auto, cpu, cuda[:N].")

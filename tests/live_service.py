@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 from dclaw.service_process import free_port, wait_ready
 
@@ -60,6 +61,19 @@ class Service:
     def start_trainer(self, name: str) -> None:
         self.trainer = self._spawn(["trainer", "--name", name], name, "trainer.log")
 
+    def trainer_children(self) -> list[int]:
+        """Pids of `dclaw serve`'s trainer process(es) (Linux: the kernel's child lists, one per
+        thread of serve: a restarted trainer is started by a watcher thread)."""
+        if self.api is None:
+            return []
+        children = []
+        for path in Path(f"/proc/{self.api.pid}/task").glob("*/children"):
+            try:
+                children += [int(c) for c in path.read_text().split()]
+            except OSError:  # the thread ended meanwhile
+                pass
+        return children
+
     def kill_trainer_and_restart(self, name: str) -> None:
         """SIGKILL whatever trains (no checkpoint on the way out), then a new trainer."""
         if self.separate:
@@ -72,7 +86,11 @@ class Service:
             self.start(name)
 
     def stop(self, sig=signal.SIGTERM) -> int:
-        """Stops the API (and the trainer process): SIGTERM is a graceful shutdown."""
+        """Stops the API (and the trainer process): SIGTERM is a graceful shutdown; SIGKILL
+        kills serve's own trainer process too (it would stop by itself, checkpointing)."""
+        if sig == signal.SIGKILL:
+            for child in self.trainer_children():
+                os.kill(child, signal.SIGKILL)
         codes = []
         for process in (self.trainer, self.api):
             if process is not None and process.poll() is None:

@@ -23,7 +23,7 @@ from learner.agent import UnifiedAgent
 from learner.checkpoint import agent_from_bytes, checkpoint_bytes
 from learner.export import ExportedPolicy, export_policy
 from server.db import transaction
-from server.metrics import ServiceMetrics
+from server.metrics import TrainerMetrics
 from server.repository import episodes as episodes_repo
 from server.repository import learning as learning_repo
 from server.repository.leases import Claim, fence
@@ -49,9 +49,9 @@ class Learnt:
 
 class RunTrainer:
     def __init__(self, *, claim: Claim, settings: Settings,
-                 session_factory: sessionmaker[Session], metrics: ServiceMetrics | None = None):
+                 session_factory: sessionmaker[Session], metrics: TrainerMetrics | None = None):
         self.claim, self.settings, self.factory = claim, settings, session_factory
-        self.metrics = metrics or ServiceMetrics()
+        self.metrics = metrics or TrainerMetrics()
         self.store = CheckpointStore(settings.checkpoint_dir)
         self.agent: UnifiedAgent | None = None
         self.checkpointed_at = -1  # agent.episodes_seen at the newest checkpoint

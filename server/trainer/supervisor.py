@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from server.db import transaction
 from server.errors import LeaseLost, NotFound
-from server.metrics import ServiceMetrics
+from server.metrics import TrainerMetrics
 from server.repository.leases import Claim, claim_run, fence, release
 from server.repository.runs import get_run, set_run_status
 from server.settings import Settings
@@ -51,7 +51,7 @@ class LeaseKeeper(threading.Thread):
 
 class RunWorker(threading.Thread):
     def __init__(self, *, claim: Claim, settings: Settings, factory: sessionmaker[Session],
-                 metrics: ServiceMetrics, shutdown: threading.Event):
+                 metrics: TrainerMetrics, shutdown: threading.Event):
         super().__init__(name=f"trainer-run-{claim.run_id}", daemon=True)
         self.claim, self.settings, self.factory = claim, settings, factory
         self.metrics, self.shutdown = metrics, shutdown
@@ -135,9 +135,9 @@ class TrainerSupervisor:
     """Keeps up to `settings.trainer_slots` runs in training."""
 
     def __init__(self, *, settings: Settings, session_factory: sessionmaker[Session],
-                 metrics: ServiceMetrics | None = None):
+                 metrics: TrainerMetrics | None = None):
         self.settings, self.factory = settings, session_factory
-        self.metrics = metrics or ServiceMetrics()
+        self.metrics = metrics or TrainerMetrics()
         self.shutdown = threading.Event()
         self.workers: list[RunWorker] = []
         self._thread = threading.Thread(target=self._loop, name="trainer-supervisor",

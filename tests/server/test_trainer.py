@@ -14,7 +14,7 @@ from server_testkit import RUNNER_AUTH, create_run, episode_body, make_settings,
 from robot.policy import NumpyPolicy
 from server.db import make_engine, make_session_factory, transaction
 from server.errors import LeaseLost
-from server.metrics import ServiceMetrics
+from server.metrics import TrainerMetrics
 from server.models import Episode, GateDecision
 from server.repository.episodes import episode_arrays
 from server.repository.leases import claim_run, release
@@ -139,7 +139,7 @@ def test_a_failing_run_is_marked_failed(client, factory, settings, monkeypatch):
 
     monkeypatch.setattr(RunTrainer, "step", boom)
     worker = RunWorker(claim=_claim(factory), settings=settings, factory=factory,
-                       metrics=ServiceMetrics(),
+                       metrics=TrainerMetrics(),
                        shutdown=threading.Event())
     worker.run()  # in this thread
     got = client.get(f"/api/v1/runs/{run['id']}").json()
