@@ -91,7 +91,8 @@ def run_trainer(settings: Settings, *, metrics_port: int | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     parent = os.environ.get("DCLAW_PARENT_PID")
-    if parent:
+    if parent:  # serve's child: behind the API for the CPU, and gone when serve is
+        os.nice(settings.trainer_nice)
         threading.Thread(target=_stop_when_orphaned, args=(int(parent), stop), daemon=True,
                          name="parent-watch").start()
     supervisor.start()

@@ -70,6 +70,9 @@ class Settings(DatabaseSettings):
     trainer_metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Port of the trainer process's Prometheus metrics "
         "(the API's are at /metrics); unset: not served.")
+    trainer_nice: int = Field(
+        10, ge=0, le=19, description="Niceness of the trainer process `dclaw serve` starts: on "
+        "a shared machine the API (and a runner) get the CPU first; 0: equal footing.")
     trainer_slots: int = Field(1, ge=1, description="Runs one trainer process trains at once.")
     trainer_name: str = Field(default_factory=_default_trainer_name, min_length=1)
     device: str = Field("auto", description="Torch device of the trainer: auto, cpu, cuda[:N].")

@@ -3,6 +3,7 @@ tests of the service, the runner and the dashboard."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -68,10 +69,8 @@ class Service:
             return []
         children = []
         for path in Path(f"/proc/{self.api.pid}/task").glob("*/children"):
-            try:
+            with contextlib.suppress(OSError):  # the thread ended meanwhile
                 children += [int(c) for c in path.read_text().split()]
-            except OSError:  # the thread ended meanwhile
-                pass
         return children
 
     def kill_trainer_and_restart(self, name: str) -> None:
