@@ -94,8 +94,9 @@ class GateConfig:
     horizon: int | None = None  # T of the rollouts; None: the episode length
     mf_every: int = 10  # A.2.5: at least one episode in every ten runs the MF policy
     # "bfloat16" runs the gate's matrix products under CPU/GPU autocast (faster on CPUs with
-    # AVX512-BF16 or AMX); returns are still summed in float32.
-    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    # AVX512-BF16 or AMX); returns are still summed in float32. "auto": bfloat16 on such CPUs,
+    # float32 elsewhere (learner.gate.resolve_compute_dtype).
+    compute_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
 
 @dataclass(frozen=True)

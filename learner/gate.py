@@ -40,6 +40,7 @@ class GateRecord:
     j_mf: list[float] = field(default_factory=list)  # J-hat(MF | w_i)
     eps_choice: str | None = None  # what the EPS test alone said (differs when forced)
     compute_seconds: float = 0.0
+    compute_dtype: str = "float32"  # what the matrix products ran in (GateConfig.compute_dtype)
     mb_version: int = 0
     mf_version: int = 0
 
@@ -85,7 +86,8 @@ def estimate_returns(
     if T is None:
         raise ValueError("GateConfig.horizon is unset (the agent sets it to the episode length)")
     device = initial_obs.device
-    with torch.inference_mode(), _autocast(config.compute_dtype, device):
+    with torch.inference_mode(), _autocast(resolve_compute_dtype(config.compute_dtype, device),
+                                           device):
         masks = model.sample_masks(K, generator).repeat_interleave(M)
         rows = torch.randint(initial_obs.shape[0], (K * M,), generator=generator)
         init = initial_obs[rows.to(device)]
@@ -122,12 +124,34 @@ def decide(
         j_mf=j_mf.tolist(),
         eps_choice=eps_choice,
         compute_seconds=time.perf_counter() - start,
+        compute_dtype=resolve_compute_dtype(config.compute_dtype, initial_obs.device),
         mb_version=versions[0],
         mf_version=versions[1],
     )
     log.debug("gate: %s (%s), min margin %.3f, %.3f s", choice, reason,
               float((j_mb - j_mf).min()), record.compute_seconds)
     return record
+
+
+def resolve_compute_dtype(compute_dtype: str, device: torch.device) -> str:
+    """"auto" is bfloat16 on a CPU with native bfloat16 matrix instructions (AVX512-BF16 or
+    AMX), float32 elsewhere (GPUs, and CPUs where bfloat16 would be emulated: slower).
+
+    Why: at the paper's sizes one decision is ~83 GFLOP of matrix products, and float32 peaks
+    near 170 GFLOP/s on the 2-core CPU of docs/BENCHMARKS.md (0.5 s before anything else);
+    bfloat16 halves the gate's time there, and its decisions agree with float32's as closely as
+    two float32 runs agree with each other (`benchmarks.gate_precision`)."""
+    if compute_dtype != "auto":
+        return compute_dtype
+    if device.type == "cpu" and _native_cpu_bfloat16():
+        return "bfloat16"
+    return "float32"
+
+
+def _native_cpu_bfloat16() -> bool:
+    checks = [getattr(torch.cpu, name, None)
+              for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check is not None and check() for check in checks)
 
 
 def _autocast(compute_dtype: str, device: torch.device):

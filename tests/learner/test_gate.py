@@ -9,7 +9,7 @@ import torch
 from learner import gate
 from learner.config import DynamicsConfig, GateConfig
 from learner.dynamics import DynamicsModel
-from learner.gate import GateRecord, decide, mb_dominates, must_force_mf
+from learner.gate import GateRecord, decide, mb_dominates, must_force_mf, resolve_compute_dtype
 from learner.networks import TanhGaussianPolicy
 
 OBS, ACT, T = 3, 2, 5
@@ -150,9 +150,23 @@ def test_decide_with_real_networks_gives_a_complete_record(dtype):
     assert record.choice in ("mb", "mf") and record.reason == "eps"
     assert len(record.pairs) == 6 and torch.isfinite(torch.tensor(record.pairs)).all()
     assert (record.mb_version, record.mf_version) == (7, 9)
-    assert record.compute_seconds > 0
+    assert record.compute_seconds > 0 and record.compute_dtype == dtype
     again = GateRecord(**json.loads(json.dumps(record.to_dict())))
     assert again == record
+
+
+def test_auto_compute_dtype_is_bfloat16_only_where_the_cpu_has_it(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_compute_dtype("float32", cpu) == "float32"
+    assert resolve_compute_dtype("bfloat16", cuda) == "bfloat16"
+    assert resolve_compute_dtype("auto", cuda) == "float32"
+    for native, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda n=native: n)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert resolve_compute_dtype("auto", cpu) == expected
+        record = decide(SignModel([1]), MB_POLICY, MF_POLICY, INIT,
+                        GateConfig(num_masks=1, horizon=T))
+        assert record.compute_dtype == expected
 
 
 def test_gate_needs_a_horizon():
