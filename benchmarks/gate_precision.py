@@ -1,8 +1,13 @@
 """Does running the EPS gate in bfloat16 change its decisions? Compared on a trained learner.
 
-Loads a `dclaw train` checkpoint and estimates Ĵ(MB|wᵢ) − Ĵ(MF|wᵢ) for K masks many times in
-float32 and in bfloat16 (fresh masks each call: the gate itself is random), then compares the
-distributions: how often MB would be chosen, and the margins. Also times both.
+Loads a `dclaw train` checkpoint and, for each of `--calls` gate calls, estimates the K per-mask
+differences d_i = Ĵ(MB|wᵢ) − Ĵ(MF|wᵢ) three times with the same K masks and the same start
+states: in float32, in float32 again with other rollout noise, and in bfloat16 with the first
+run's noise seed. The gate is itself random (M rollouts per mask), so the question is whether
+bfloat16 moves the estimates more than the gate's own rollout noise does: the second float32
+run is that yardstick. Printed: the decisions (MB only if every d_i > 0), how often the per-mask
+signs agree, the correlation and mean gap of the d_i against the first float32 run, and the
+median time per call.
 
     .venv/bin/python -m benchmarks.gate_precision RUN_DIR/checkpoint.pt [--calls 20]
 """
@@ -19,22 +24,8 @@ import torch
 from learner.checkpoint import load_checkpoint
 from learner.gate import estimate_returns
 
-
-def sample(agent, dtype: str, calls: int, seed: int):
-    config = dataclasses.replace(
-        agent.config.gate, compute_dtype=dtype,
-        horizon=agent.config.gate.horizon or agent.config.episode_steps,
-    )
-    gen = torch.Generator().manual_seed(seed)
-    init = agent.buffer.initial_observations()
-    diffs, seconds = [], []
-    for _ in range(calls):
-        start = time.perf_counter()
-        j_mb, j_mf = estimate_returns(agent.model, agent.mb.policy, agent.sac.actor, init,
-                                      config, gen)
-        seconds.append(time.perf_counter() - start)
-        diffs.append((j_mb - j_mf).numpy())
-    return np.stack(diffs), float(np.median(seconds))
+VARIANTS = (("float32", "float32", 0), ("float32, other noise", "float32", 1),
+            ("bfloat16", "bfloat16", 0))
 
 
 def main() -> None:
@@ -43,15 +34,40 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20)
     args = parser.parse_args()
     agent = load_checkpoint(args.checkpoint, device="cpu")
-    print(f"{args.checkpoint}: {agent.episodes_seen} episodes, K={agent.config.gate.num_masks}, "
-          f"M={agent.config.gate.rollouts_per_mask}, {args.calls} calls each")
-    for name, dtype, seed in (("float32", "float32", 1), ("float32 (2nd)", "float32", 2),
-                              ("bfloat16", "bfloat16", 1)):
-        d, sec = sample(agent, dtype, args.calls, seed)
-        mb_rate = float((d > 0).all(axis=1).mean())
-        print(f"  {name:14s} MB chosen {100 * mb_rate:5.1f}%  mean diff {d.mean():8.2f}  "
-              f"min diff (mean over calls) {d.min(axis=1).mean():8.2f}  "
-              f"masks favouring MB {100 * (d > 0).mean():5.1f}%  median {sec:.3f} s")
+    gate = agent.config.gate
+    horizon = gate.horizon or agent.config.episode_steps
+    init = agent.buffer.initial_observations()
+    print(f"{args.checkpoint}: {agent.episodes_seen} episodes, K={gate.num_masks}, "
+          f"M={gate.rollouts_per_mask}, T={horizon}, {args.calls} calls, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    diffs = {name: [] for name, _, _ in VARIANTS}
+    seconds = {name: [] for name, _, _ in VARIANTS}
+    for call in range(args.calls):
+        for name, dtype, noise in VARIANTS:
+            config = dataclasses.replace(gate, compute_dtype=dtype, horizon=horizon)
+            masks_and_starts = torch.Generator().manual_seed(1000 + call)
+            torch.manual_seed(2 * call + noise)  # the rollouts' action and model noise
+            start = time.perf_counter()
+            j_mb, j_mf = estimate_returns(agent.model, agent.mb.policy, agent.sac.actor, init,
+                                          config, masks_and_starts)
+            seconds[name].append(time.perf_counter() - start)
+            diffs[name].append((j_mb - j_mf).numpy())
+    ref = np.stack(diffs["float32"])
+    for name, _, _ in VARIANTS:
+        d = np.stack(diffs[name])
+        mb = (d > 0).all(axis=1)
+        line = (f"  {name:22s} MB chosen {100 * mb.mean():5.1f}%  masks favouring MB "
+                f"{100 * (d > 0).mean():5.1f}%  mean d {d.mean():8.2f}  "
+                f"median {np.median(seconds[name]):.3f} s")
+        if name != "float32":
+            same_choice = (mb == (ref > 0).all(axis=1)).mean()
+            same_sign = ((d > 0) == (ref > 0)).mean()
+            corr = np.corrcoef(d.ravel(), ref.ravel())[0, 1]
+            gap = np.abs(d - ref).mean()
+            line += (f"\n  {'':22s} against float32: same decision {100 * same_choice:5.1f}%, "
+                     f"same per-mask sign {100 * same_sign:5.1f}%, correlation {corr:.4f}, "
+                     f"mean |gap| {gap:.3f}")
+        print(line)
 
 
 if __name__ == "__main__":

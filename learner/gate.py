@@ -86,8 +86,10 @@ def estimate_returns(
     if T is None:
         raise ValueError("GateConfig.horizon is unset (the agent sets it to the episode length)")
     device = initial_obs.device
-    with torch.inference_mode(), _autocast(resolve_compute_dtype(config.compute_dtype, device),
-                                           device):
+    # no_grad, not inference_mode: under inference_mode autocast casts every weight matrix to
+    # bfloat16 again at every step (its cast cache is off there), 3.6 ms against 2.7 ms for a
+    # 500x1024x1024 product here.
+    with torch.no_grad(), _autocast(resolve_compute_dtype(config.compute_dtype, device), device):
         masks = model.sample_masks(K, generator).repeat_interleave(M)
         rows = torch.randint(initial_obs.shape[0], (K * M,), generator=generator)
         init = initial_obs[rows.to(device)]
