@@ -72,7 +72,7 @@ def wire_floor_ms(baud: int, bus_read: str) -> float:
 
 
 def measure(backend_name: str, url: str, episodes: int, baud: int, workdir: Path,
-            mode: str, read_block_ms: float) -> dict:
+            mode: str, read_block_ms: float, realtime: int | None = None) -> dict:
     emulator = None
     if backend_name == "sim":
         from sim.backend import SimBackend
@@ -82,14 +82,15 @@ def measure(backend_name: str, url: str, episodes: int, baud: int, workdir: Path
         from robot.dynamixel import DynamixelBackend
         from sim.emulator_process import EmulatorProcess
 
-        emulator = EmulatorProcess("--baud", str(baud))
+        rt = ["--realtime-priority", str(realtime)] if realtime else []
+        emulator = EmulatorProcess("--baud", str(baud), *rt)
         backend = DynamixelBackend(emulator.port, baud, bus_read=backend_name.split(":")[1],
                                    read_block_s=read_block_ms / 1e3)
     run_id = new_run(url, f"loop-{backend_name}-{time.time_ns()}", mode)
     config = RunnerConfig(learner_url=url, run_id=run_id,
                           name=f"bench-{backend_name.replace(':', '-')}",
                           token=RUNNER, episodes=episodes, spool_dir=workdir / "spool",
-                          seed=0)
+                          seed=0, realtime_priority=realtime)
     try:
         runner = Runner(config, backend)
         code = runner.run()
@@ -127,6 +128,9 @@ def main() -> None:
                              "episode runs, on the same 2 cores here")
     parser.add_argument("--read-block-ms", type=float, default=2.0,
                         help="dynamixel: blocking read timeout (0: the SDK's busy polling)")
+    parser.add_argument("--realtime-priority", type=int, default=None,
+                        help="SCHED_FIFO priority of the runner's loop and the emulator "
+                             "(`dclaw run/emulate --realtime-priority`); default: normal")
     args = parser.parse_args()
     backends = {"sim": ["sim"], "dynamixel": ["dynamixel:bulk", "dynamixel:fast-sync"]}
     backends = (backends["sim"] + backends["dynamixel"] if args.backend == "all"
@@ -136,11 +140,14 @@ def main() -> None:
         service, url = start_service(workdir)
         try:
             rows = [measure(b, url, args.episodes, args.baud, workdir, args.mode,
-                            args.read_block_ms) for b in backends]
+                            args.read_block_ms, args.realtime_priority) for b in backends]
         finally:
             service.terminate()
             service.wait(30)
-    print(f"\nloop timing at 10 Hz, {args.episodes} episodes per backend, {args.mode} run (ms)")
+    priority = (f"SCHED_FIFO {args.realtime_priority}" if args.realtime_priority
+                else "normal priority")
+    print(f"\nloop timing at 10 Hz, {args.episodes} episodes per backend, {args.mode} run, "
+          f"{priority} (ms)")
     print(f"{'backend':<20} {'ticks':>5}  {'period error p50/p99/max':>26}  "
           f"{'compute p50/p99/max':>22}  {'overruns':>8}  {'idle p50/p99':>13}  reset s")
     for r in rows:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -123,6 +124,9 @@ def run(
                         "and exit.")] = False,
     write_calibration: Annotated[Path | None, typer.Option(
         help="Write ROBEL's default calibration to this file to edit, and exit.")] = None,
+    realtime_priority: Annotated[int | None, typer.Option(
+        min=1, max=99, help="Run the control loop at this SCHED_FIFO priority (Linux; root or "
+                            "rtprio in limits.conf), and the --emulate bus too; e.g. 50.")] = None,
 ) -> None:
     """Run the assigned policy on the robot (or the sim) at 10 Hz and upload every episode.
 
@@ -152,6 +156,8 @@ def run(
 
         args = ["--baud", str(baud)] + (["--calibration", str(calibration)] if calibration
                                         else [])
+        if realtime_priority is not None:
+            args += ["--realtime-priority", str(realtime_priority)]
         emulator = EmulatorProcess(*args)
         device = emulator.port
         typer.echo(f"Dynamixel bus emulator on {device}")
@@ -175,7 +181,7 @@ def run(
         config = RunnerConfig(
             learner_url=learner, run_id=run_id, name=name or socket.gethostname(),
             token=os.environ.get("DCLAW_RUNNER_TOKEN"), episodes=episodes, paced=not unpaced,
-            spool_dir=spool, seed=seed, limits=limits)
+            spool_dir=spool, seed=seed, limits=limits, realtime_priority=realtime_priority)
         code = Runner(config, robot).run()
     finally:
         if emulator is not None:
@@ -461,6 +467,9 @@ def emulate(
                                           help="Log every packet (hex) to stderr.")] = False,
     quit_on_eof: Annotated[bool, typer.Option(
         "--quit-on-eof", help="Exit when stdin ends (a parent process died).")] = False,
+    realtime_priority: Annotated[int | None, typer.Option(
+        min=1, max=99, help="Serve the bus at this SCHED_FIFO priority (Linux), so replies are "
+                            "not late behind other work, as real servos never are.")] = None,
 ) -> None:
     """Serve a Dynamixel Protocol 2.0 bus on a pty: its motors are the MuJoCo D'Claw's joints.
 
@@ -502,6 +511,12 @@ def emulate(
     def print_line(line: str) -> None:
         print(line, flush=True)
 
+    if realtime_priority is not None:
+        from dclaw.realtime import set_realtime_priority
+
+        problem = set_realtime_priority(realtime_priority)
+        print(problem or f"serving at real-time priority {realtime_priority} (SCHED_FIFO)",
+              file=sys.stderr, flush=True)
     serve(emulator, print_line, lambda line: handle_line(emulator, line, print_line),
           quit_on_eof=quit_on_eof)
 

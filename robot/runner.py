@@ -35,6 +35,7 @@ from rich.progress import (
 )
 
 from dclaw import task
+from dclaw.realtime import set_realtime_priority
 from robot.backend import Backend, SafetyStop
 from robot.client import (
     Assignment,
@@ -67,6 +68,7 @@ class RunnerConfig:
     heartbeat_s: float = 2.0
     max_wait_s: float = 5.0  # longest pause between attempts while the service is away
     limits: SafetyLimits = field(default_factory=SafetyLimits)
+    realtime_priority: int | None = None  # SCHED_FIFO for the control loop's thread (Linux)
 
     @property
     def home(self) -> Path:
@@ -96,6 +98,7 @@ class Runner:
         self.spool = Spool(config.home)
         self.policy_dir = config.home / "policies"
         self.policy_dir.mkdir(parents=True, exist_ok=True)
+        self._scheduling: tuple[int, os.sched_param] | None = None  # before SCHED_FIFO
         self._policies: dict[tuple[str, int], NumpyPolicy] = {}
         self.rng = np.random.default_rng(config.seed)
         self.monitor = SafetyMonitor(config.limits)
@@ -325,6 +328,7 @@ class Runner:
                                f"runner [bold]{self.config.name}[/] on {self.backend.name}")
             beats.start()
             self.sender.start()
+            self._realtime()
             self.seq = self._first_seq()
             self._set_status("connecting")
             self.backend.connect()
@@ -352,7 +356,23 @@ class Runner:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             sys.setswitchinterval(switch_interval)
+            if self._scheduling is not None:  # back to what the caller's thread had
+                os.sched_setscheduler(0, *self._scheduling)
         return code
+
+    def _realtime(self) -> None:
+        """SCHED_FIFO for this (the loop's) thread only: set after the heartbeat and spool
+        threads have started, so they stay at normal priority."""
+        priority = self.config.realtime_priority
+        if priority is None:
+            return
+        previous = (os.sched_getscheduler(0), os.sched_getparam(0))
+        problem = set_realtime_priority(priority)
+        if problem is None:
+            self._scheduling = previous
+            self.console.print(f"control loop at real-time priority {priority} (SCHED_FIFO)")
+        else:
+            self.console.print(f"[yellow]{problem}; the loop runs at normal priority[/]")
 
     def _loop(self) -> int:
         columns = [SpinnerColumn(), TextColumn("{task.description}")]

@@ -49,6 +49,10 @@ class EmulatorProcess:
             raise EmulatorError(f"dclaw emulate did not start: {first!r}\n{self.stderr()}")
         self.port = first.removeprefix("port: ").strip()
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
     def _pump(self) -> None:
         assert self._proc.stdout is not None
         for line in self._proc.stdout:

@@ -4,15 +4,18 @@ checks, the service client's answers, and the loop's stops with a scripted robot
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
 import httpx
 import numpy as np
 import pytest
+from rich.console import Console
 from robot_testkit import policy_document, scripted_service, service_client
 
 from dclaw import task
+from dclaw.realtime import current_policy
 from robot.backend import RobotState, SafetyStop
 from robot.client import NotReady, Rejected, RunNotRunning, ServiceUnavailable
 from robot.clock import DeadlineClock, LoopTiming
@@ -241,3 +244,46 @@ def test_one_episode_on_a_scripted_robot_is_spooled_then_uploaded(tmp_path):
     assert len(body["rewards"]) == 40 and len(body["timestamps"]) == 41
     assert body["timing"]["ticks"] == 41 and "compute_p99_ms" in body["timing"]
     assert len(runner.spool) == 0 and robot.writes == 40
+
+
+class PolicyRecordingRobot(ScriptedRobot):
+    """Notes the scheduling policy of the thread that writes each action."""
+
+    def __init__(self):
+        super().__init__()
+        self.policies: set[str] = set()
+
+    def write(self, targets):
+        self.policies.add(current_policy())
+        super().write(targets)
+
+
+def test_realtime_priority_runs_the_loop_at_sched_fifo_and_gives_it_back(tmp_path):
+    robot = PolicyRecordingRobot()
+    config = RunnerConfig(learner_url="http://learner", run_id=1, name="r", token="tok",
+                          episodes=1, paced=False, spool_dir=tmp_path, heartbeat_s=0.05,
+                          realtime_priority=10)
+    runner = Runner(config, robot, make_client=service_client(
+        scripted_service(policy_document(), [])))
+    before = current_policy()
+    assert runner.run() == 0
+    assert robot.policies == {"fifo"} and robot.writes == 40  # root here and in CI
+    assert current_policy() == before == "other"
+
+
+def test_realtime_priority_refused_warns_and_the_episode_still_runs(tmp_path, monkeypatch):
+    def refuse(*_):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    robot = PolicyRecordingRobot()
+    console = Console(record=True, width=200)
+    config = RunnerConfig(learner_url="http://learner", run_id=1, name="r", token="tok",
+                          episodes=1, paced=False, spool_dir=tmp_path, heartbeat_s=0.05,
+                          realtime_priority=50)
+    runner = Runner(config, robot, console=console, make_client=service_client(
+        scripted_service(policy_document(), [])))
+    assert runner.run() == 0
+    assert robot.writes == 40 and robot.policies == {"other"}
+    text = console.export_text()
+    assert "real-time priority 50 not permitted" in text and "limits.conf" in text

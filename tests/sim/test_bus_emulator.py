@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 import time
 from dataclasses import dataclass
@@ -402,3 +403,11 @@ def test_quit_on_stdin_exits_cleanly(dclaw_cmd):
 def test_bad_options_are_refused(dclaw_cmd, args):
     with pytest.raises(RuntimeError, match="did not start"):
         EmulatorProcess(*args, command=dclaw_cmd)
+
+
+def test_the_emulator_can_serve_at_realtime_priority(dclaw_cmd):
+    with EmulatorProcess("--realtime-priority", "20", command=dclaw_cmd) as emu:
+        assert os.sched_getscheduler(emu.pid) == os.SCHED_FIFO  # root here and in CI
+        assert os.sched_getparam(emu.pid).sched_priority == 20
+        assert emu.command("status")[0].startswith("{")
+        assert "real-time priority 20" in emu.stderr()
