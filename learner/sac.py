@@ -132,7 +132,9 @@ class SAC:
             self.q1_target(batch.next_obs, next_action), self.q2_target(batch.next_obs, next_action)
         )
         soft = next_log_prob if self.config.entropy_in_q_target else None
-        return q_target(batch.rewards, batch.dones, next_q, self.gamma, soft, self.alpha)
+        scale = self.config.reward_scale  # rewards and alpha together (SACConfig.reward_scale)
+        return q_target(scale * batch.rewards, batch.dones, next_q, self.gamma, soft,
+                        scale * self.alpha)
 
     def update(self, batch: TransitionBatch) -> SACStats:
         """One gradient step of the critics, the actor and (optionally) the temperature."""
@@ -145,7 +147,7 @@ class SAC:
 
         action, log_prob = self.actor.sample(batch.obs)
         q_min = torch.min(self.q1(batch.obs, action), self.q2(batch.obs, action))
-        alpha = self.log_alpha.exp().detach()
+        alpha = self.config.reward_scale * self.log_alpha.exp().detach()
         loss_pi = actor_loss(q_min, log_prob, alpha)
         # Gradients for the actor only: the backward pass goes through the critics to the
         # action but skips their weight gradients, which the actor step would discard.

@@ -31,6 +31,7 @@ def toy_config(algorithm: str, **overrides):
         sac__critic_lr=1e-3,
         sac__tau=0.01,
         sac__updates_per_episode=20,
+        sac__reward_scale=1.0,  # the D'Claw presets' 0.1 is for rewards ~-18 a step; here O(1)
         # eta = 200 is scaled for DClaw's 40 x 22-value trajectories; this task has 10 x 3.
         dynamics__eta=1.0,
         dynamics__dropout=0.05,

@@ -54,6 +54,44 @@ def test_standard_sac_target_is_available_as_an_option(monkeypatch):
     torch.testing.assert_close(sac.compute_q_target(b), b.rewards + 0.9 * (q_min - 0.2 * 5.0))
 
 
+def test_reward_scale_multiplies_rewards_and_alpha_together(monkeypatch):
+    sac = small_sac(entropy_in_q_target=True, reward_scale=0.1)
+    b = batch()
+    next_action = torch.zeros(16, ACT)
+    monkeypatch.setattr(
+        sac.actor, "sample", lambda obs, deterministic=False: (next_action, torch.full((16,), 5.0))
+    )
+    with torch.no_grad():
+        q_min = torch.min(sac.q1_target(b.next_obs, next_action),
+                          sac.q2_target(b.next_obs, next_action))
+    torch.testing.assert_close(sac.compute_q_target(b),
+                               0.1 * b.rewards + 0.9 * (q_min - 0.1 * 0.2 * 5.0))
+    assert sac.alpha == pytest.approx(0.2)  # reported in the paper's units
+
+
+def test_the_dclaw_presets_scale_rewards_and_toy_configs_may_not():
+    from learner.config import make_config
+
+    assert make_config("dclaw-paper").sac.reward_scale == 0.1
+    assert make_config("cpu-small").sac.reward_scale == 0.1
+    assert SACConfig().reward_scale == 1.0
+
+
+def test_scaled_actor_loss_weighs_entropy_by_the_scaled_alpha(monkeypatch):
+    """With reward_scale c the actor minimises c*alpha*log pi - Q_c, Q_c ~ c*Q: the same
+    policy gradient direction as alpha*log pi - Q at scale 1."""
+    seen = {}
+    import learner.sac as sac_module
+
+    def spy(q_min, log_prob, alpha):
+        seen["alpha"] = float(alpha)
+        return actor_loss(q_min, log_prob, alpha)
+
+    monkeypatch.setattr(sac_module, "actor_loss", spy)
+    small_sac(reward_scale=0.1).update(batch())
+    assert seen["alpha"] == pytest.approx(0.02)
+
+
 def test_pure_losses():
     r, d, q = torch.tensor([1.0, 2.0]), torch.tensor([0.0, 1.0]), torch.tensor([10.0, 10.0])
     torch.testing.assert_close(q_target(r, d, q, 0.5), torch.tensor([6.0, 2.0]))
