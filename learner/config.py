@@ -125,6 +125,8 @@ class AgentConfig:
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, not {self.algorithm!r}")
+        if not self.sac.reward_scale > 0:
+            raise ValueError(f"sac.reward_scale must be positive, not {self.sac.reward_scale}")
         if self.mb_policy.training not in ("full_trajectory", "dreamer"):
             raise ValueError(f"unknown MB policy training {self.mb_policy.training!r}")
 

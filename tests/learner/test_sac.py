@@ -75,6 +75,8 @@ def test_the_dclaw_presets_scale_rewards_and_toy_configs_may_not():
     assert make_config("dclaw-paper").sac.reward_scale == 0.1
     assert make_config("cpu-small").sac.reward_scale == 0.1
     assert SACConfig().reward_scale == 1.0
+    with pytest.raises(ValueError, match="reward_scale must be positive"):
+        make_config("cpu-small", sac__reward_scale=0.0)
 
 
 def test_scaled_actor_loss_weighs_entropy_by_the_scaled_alpha(monkeypatch):
