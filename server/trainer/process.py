@@ -1,10 +1,10 @@
 """`dclaw serve`'s trainer: a `dclaw trainer` child process beside the API.
 
-Learning runs in its own process, never under the API's GIL: with the trainer in the API's
-process, episode ingest at 200/s had a p99 of 58-79 ms while a run trained; with it in a process
-of its own, 19-42 ms (docs/BENCHMARKS.md, "Learner service"). The child gets this process's
-settings through its environment, stops (finishing its step, checkpointing) on SIGTERM, stops by
-itself when this process dies, and is started again if it exits on its own.
+Learning runs in its own process, never under the API's GIL: while a run trained, episode ingest
+at 200/s had a p99 of 143-399 ms with the trainer in the API's process and 19-56 ms with it in a
+process of its own (alternating runs; docs/BENCHMARKS.md, "Learner service"). The child gets
+this process's settings through its environment, stops (finishing its step, checkpointing) on
+SIGTERM, stops by itself when this process dies, and is started again if it exits on its own.
 
 Plain `subprocess` rather than `multiprocessing`: the child is the same `dclaw trainer` an
 operator runs on a second machine, with nothing shared but the database.
