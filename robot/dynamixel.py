@@ -82,7 +82,6 @@ class DynamixelBackend:
         self._bulk_params: list[list[int]] = []
         self._last: RobotState | None = None
         self._reads = 0
-        self._temperature: tuple[int, float] | None = None  # (motor, °C) of the last bulk read
         # Set by the runner: returns why to abort (a signal), or None. Checked during resets.
         self.abort_requested: Callable[[], str | None] | None = None
 
@@ -199,12 +198,14 @@ class DynamixelBackend:
         if result != dxl.COMM_SUCCESS:
             raise SafetyStop("bus", f"goal write failed: {self._ph.getTxRxResult(result)}")
 
-    def _read_all(self) -> tuple[int, dict[int, tuple[int, int, int]], list[int]]:
-        """(result, motor → (current, velocity, position) units, motors with the alert bit)."""
+    def _read_all(self) -> tuple[int, dict[int, tuple[int, int, int]], list[int],
+                                 dict[int, float]]:
+        """(result, motor → (current, velocity, position) units, motors with the alert bit,
+        motor → °C for the motor whose temperature this Bulk Read carried)."""
         port, ph = self._port, self._ph
         address, length = hw.PRESENT_CUR_VEL_POS
         values: dict[int, tuple[int, int, int]] = {}
-        alerts = []
+        alerts, temperature = [], {}
         if self.bus_read == "fast-sync":
             # One instruction, one status packet: per motor error, id, 10 data bytes, crc.
             result = ph.syncReadTx(port, address, length, self.ids, len(self.ids), True)
@@ -220,7 +221,7 @@ class DynamixelBackend:
                     values[segment[1]] = struct.unpack("<hii", segment[2: 2 + length])
                     if segment[0] & hw.STATUS_ALERT_BIT:
                         alerts.append(segment[1])
-            return result, values, alerts
+            return result, values, alerts, temperature
         hot = self.ids[self._reads % len(self.ids)]
         param = self._bulk_params[self._reads % len(self.ids)]
         result = ph.bulkReadTx(port, param, len(param), False)
@@ -232,15 +233,15 @@ class DynamixelBackend:
                     break
                 values[motor] = struct.unpack("<hii", bytes(data[:length]))
                 if motor == hot:
-                    self._temperature = (motor, float(data[-1]))
+                    temperature[motor] = float(data[-1])
                 if error & hw.STATUS_ALERT_BIT:
                     alerts.append(motor)
-        return result, values, alerts
+        return result, values, alerts, temperature
 
     def _bulk_read(self) -> RobotState:
         """One read of current, velocity and position of every motor."""
         now = time.monotonic()
-        result, values, alerts = self._read_all()
+        result, values, alerts, temperature = self._read_all()
         ph = self._ph
         if result != dxl.COMM_SUCCESS or len(values) != len(self.ids):
             log.debug("bulk read failed: %s", ph.getTxRxResult(result))
@@ -261,7 +262,7 @@ class DynamixelBackend:
         qvel = np.array([cal[m].velocity_to_rad_s(values[m][1]) for m in self.claw_ids])
         valve = cal[hw.VALVE_ID].ticks_to_angle(values[hw.VALVE_ID][2])
         current = {m: values[m][0] * self.current_unit[m] for m in self.ids}
-        return RobotState(qpos, qvel, valve, now, current_ma=current)
+        return RobotState(qpos, qvel, valve, now, current_ma=current, temperature_c=temperature)
 
     def _temperatures(self) -> dict[int, float]:
         address, size = hw.PRESENT_TEMPERATURE
@@ -277,10 +278,7 @@ class DynamixelBackend:
     def read(self) -> RobotState:
         state = self._bulk_read()
         self._reads += 1
-        if state.ok and self.bus_read == "bulk" and self._temperature is not None:
-            state.temperature_c = dict([self._temperature])
-            self._temperature = None
-        elif state.ok and self.bus_read == "fast-sync" and self._reads % TEMPERATURE_EVERY == 0:
+        if state.ok and self.bus_read == "fast-sync" and self._reads % TEMPERATURE_EVERY == 0:
             state.temperature_c = self._temperatures()
         self.monitor.check(state)
         if state.ok:
