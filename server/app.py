@@ -42,10 +42,10 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if check_schema:
             migrate.check_schema(engine)  # refuses to start on an old schema
-        app.state.supervisor = None
+        app.state.trainer = None
         if settings.trainer:
-            app.state.supervisor = TrainerProcess(settings)
-            app.state.supervisor.start()
+            app.state.trainer = TrainerProcess(settings)
+            app.state.trainer.start()
         # The ~160k objects alive after start-up (SQLAlchemy, pydantic) stay alive: move
         # them out of the collector's view, or every full collection stalls all requests for
         # 70-90 ms while freeing nothing (measured in docs/BENCHMARKS.md, ingest).
@@ -54,8 +54,8 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
         try:
             yield
         finally:
-            if app.state.supervisor is not None:
-                await run_in_threadpool(app.state.supervisor.stop)
+            if app.state.trainer is not None:
+                await run_in_threadpool(app.state.trainer.stop)
             engine.dispose()
 
     app = FastAPI(
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
     app.state.metrics = metrics
-    app.state.supervisor = None
+    app.state.trainer = None
     # The dashboard's aggregates first: their literal paths would otherwise be taken for ids.
     for router in (dashboard_api.router, runs.router, assignments.router, policies.router,
                    episodes.router, learning.gate_router, learning.metrics_router,

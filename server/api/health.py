@@ -36,9 +36,9 @@ def readyz(request: Request) -> JSONResponse:
     except SQLAlchemyError as exc:  # the message may hold SQL or connection details: not shown
         detail["database"] = f"not ready: {type(exc).__name__} (see the service log)"
         log.warning("readiness: database check failed: %s", exc)
-    supervisor = request.app.state.supervisor
-    if supervisor is not None:
-        detail["trainer"] = "running" if supervisor.alive else "not running"
+    trainer = request.app.state.trainer
+    if trainer is not None:
+        detail["trainer"] = "running" if trainer.alive else "not running"
     ready = detail["database"] == "ok" and detail.get("trainer", "running") == "running"
     body = Health(status="ready" if ready else "not_ready", detail=detail)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
