@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from dclaw.service_process import free_port, wait_ready
@@ -25,6 +26,17 @@ FAST_OVERRIDES = {
     "gate__num_masks": 8,
     "gate__rollouts_per_mask": 2,
 }
+
+
+def wait_until(predicate, what: str, timeout: float = 120.0):
+    """The predicate's first truthy value, polled every 0.1 s; AssertionError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Service:

@@ -25,18 +25,23 @@ def small_sac(**overrides) -> SAC:
     return SAC(OBS, ACT, cfg, gamma=0.9)
 
 
+def fix_next_sample(sac, monkeypatch, b, next_action, log_prob):
+    """The actor's next-state sample pinned to (next_action, log_prob); returns the target
+    critics' min Q at it."""
+    monkeypatch.setattr(
+        sac.actor, "sample",
+        lambda obs, deterministic=False: (next_action, torch.full((len(b.rewards),), log_prob)))
+    with torch.no_grad():
+        return torch.min(sac.q1_target(b.next_obs, next_action),
+                         sac.q2_target(b.next_obs, next_action))
+
+
 @pytest.mark.parametrize("done", [0.0, 1.0])
 def test_q_target_is_reward_plus_discounted_min_target_q_without_entropy(done, monkeypatch):
     sac = small_sac()
     b = batch(dones=torch.full((16,), done))
-    next_action = torch.rand(16, ACT) * 2 - 1
     # A huge log-probability: if any entropy term were in the target it would show.
-    monkeypatch.setattr(
-        sac.actor, "sample", lambda obs, deterministic=False: (next_action, torch.full((16,), 1e3))
-    )
-    with torch.no_grad():
-        q_min = torch.min(sac.q1_target(b.next_obs, next_action),
-                          sac.q2_target(b.next_obs, next_action))
+    q_min = fix_next_sample(sac, monkeypatch, b, torch.rand(16, ACT) * 2 - 1, 1e3)
     expected = b.rewards + 0.9 * (1 - done) * q_min
     torch.testing.assert_close(sac.compute_q_target(b), expected)
 
@@ -44,26 +49,14 @@ def test_q_target_is_reward_plus_discounted_min_target_q_without_entropy(done, m
 def test_standard_sac_target_is_available_as_an_option(monkeypatch):
     sac = small_sac(entropy_in_q_target=True)
     b = batch()
-    next_action = torch.zeros(16, ACT)
-    monkeypatch.setattr(
-        sac.actor, "sample", lambda obs, deterministic=False: (next_action, torch.full((16,), 5.0))
-    )
-    with torch.no_grad():
-        q_min = torch.min(sac.q1_target(b.next_obs, next_action),
-                          sac.q2_target(b.next_obs, next_action))
+    q_min = fix_next_sample(sac, monkeypatch, b, torch.zeros(16, ACT), 5.0)
     torch.testing.assert_close(sac.compute_q_target(b), b.rewards + 0.9 * (q_min - 0.2 * 5.0))
 
 
 def test_reward_scale_multiplies_rewards_and_alpha_together(monkeypatch):
     sac = small_sac(entropy_in_q_target=True, reward_scale=0.1)
     b = batch()
-    next_action = torch.zeros(16, ACT)
-    monkeypatch.setattr(
-        sac.actor, "sample", lambda obs, deterministic=False: (next_action, torch.full((16,), 5.0))
-    )
-    with torch.no_grad():
-        q_min = torch.min(sac.q1_target(b.next_obs, next_action),
-                          sac.q2_target(b.next_obs, next_action))
+    q_min = fix_next_sample(sac, monkeypatch, b, torch.zeros(16, ACT), 5.0)
     torch.testing.assert_close(sac.compute_q_target(b),
                                0.1 * b.rewards + 0.9 * (q_min - 0.1 * 0.2 * 5.0))
     assert sac.alpha == pytest.approx(0.2)  # reported in the paper's units

@@ -15,7 +15,7 @@ import gymnasium
 import httpx
 import numpy as np
 import pytest
-from live_service import Service
+from live_service import Service, wait_until
 from server_testkit import ADMIN_AUTH, FAST_OVERRIDES, RUNNER_AUTH
 
 import sim
@@ -85,16 +85,6 @@ class SimRunner:
         return a
 
 
-def _wait(predicate, what: str, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.parametrize(
     "backend", ["sqlite", "postgresql"],
     ids=["sqlite-trainer-in-serve", "postgresql-separate-dclaw-trainer"])
@@ -128,7 +118,7 @@ def _play_the_run(service: Service) -> None:
 
     # The trainer dies (SIGKILL: no checkpoint on the way out); a new one takes over once the
     # lease expires, from the checkpoint at 2 episodes, and relearns what came after it.
-    _wait(lambda: client.get(f"/api/v1/runs/{run['id']}").json()["episodes_learned"] == 3,
+    wait_until(lambda: client.get(f"/api/v1/runs/{run['id']}").json()["episodes_learned"] == 3,
           "episode 3 learnt")
     service.kill_trainer_and_restart("trainer-two")
     for seq in range(3, 6):
@@ -148,10 +138,10 @@ def _play_the_run(service: Service) -> None:
     assert len(runner.policies) >= 3
 
     # Stop: the trainer finishes its step, checkpoints, frees the run.
-    _wait(lambda: client.get(f"/api/v1/runs/{run['id']}").json()["episodes_learned"] == 6,
+    wait_until(lambda: client.get(f"/api/v1/runs/{run['id']}").json()["episodes_learned"] == 6,
           "all episodes learnt")
     assert client.post(f"/api/v1/runs/{run['id']}/stop", headers=ADMIN_AUTH).is_success
-    stopped = _wait(lambda: (r := client.get(f"/api/v1/runs/{run['id']}").json())["status"]
+    stopped = wait_until(lambda: (r := client.get(f"/api/v1/runs/{run['id']}").json())["status"]
                     == "stopped" and r, "stopped")
     assert stopped["episodes"] == 6 and stopped["trainer"] is None
     checkpoints = client.get(f"/api/v1/runs/{run['id']}/checkpoints").json()

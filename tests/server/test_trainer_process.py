@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
-from live_service import Service
+from live_service import Service, wait_until
 from server_testkit import ADMIN_AUTH, FAST_OVERRIDES, RUNNER_AUTH
 
 from server import migrate
@@ -19,16 +18,6 @@ from server.settings import Settings
 from server.trainer.process import settings_environment
 
 pytestmark = pytest.mark.slow
-
-
-def _wait(predicate, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -78,7 +67,7 @@ def test_serve_trains_in_a_child_process_that_comes_back_and_dies_with_serve(
     service.start("trainer-in-serve")
     try:
         client = httpx.Client(base_url=service.url, timeout=30)
-        (first,) = _wait(service.trainer_children, "serve's trainer process")
+        (first,) = wait_until(service.trainer_children, "serve's trainer process")
         assert _cmdline(first)[-1] == "trainer"
         assert client.get("/readyz").json()["detail"]["trainer"] == "running"
 
@@ -92,23 +81,23 @@ def test_serve_trains_in_a_child_process_that_comes_back_and_dies_with_serve(
                               json={"runner": "r", "seq": 0})
             return got.json() if got.status_code == 200 else None
 
-        assert _wait(assigned, "the child's first decision")["policy_kind"] == "mf"
+        assert wait_until(assigned, "the child's first decision")["policy_kind"] == "mf"
 
         # The trainer dies on its own: the API stays up, reports it, and starts a new one.
         os.kill(first, signal.SIGKILL)
-        _wait(lambda: client.get("/readyz").status_code == 503, "readiness to drop")
+        wait_until(lambda: client.get("/readyz").status_code == 503, "readiness to drop")
         assert client.get("/readyz").json()["detail"]["trainer"] == "not running"
-        (second,) = _wait(lambda: [p for p in service.trainer_children() if p != first],
+        (second,) = wait_until(lambda: [p for p in service.trainer_children() if p != first],
                           "a new trainer process", timeout=30)
-        _wait(lambda: client.get("/readyz").status_code == 200, "readiness to return")
+        wait_until(lambda: client.get("/readyz").status_code == 200, "readiness to return")
 
-        _wait(lambda: _lease_owner(sqlite_url, run["id"]), "the new trainer's lease")
+        wait_until(lambda: _lease_owner(sqlite_url, run["id"]), "the new trainer's lease")
 
         # serve is SIGKILLed (no chance to stop its child): the child notices and stops as on
         # SIGTERM, freeing the run's lease for the next serve rather than holding it.
         service.api.kill()
         service.api.wait(timeout=30)
-        _wait(lambda: not _alive(second), "the orphaned trainer to stop", timeout=60)
+        wait_until(lambda: not _alive(second), "the orphaned trainer to stop", timeout=60)
         assert _lease_owner(sqlite_url, run["id"]) is None
     except BaseException:
         print(service.logs())
