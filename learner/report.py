@@ -147,12 +147,19 @@ def plot_comparison(runs: list[Run], n: int, out: Path) -> None:
         mean = curves.mean(0)
         color = COLORS.get(algorithm)
         top.plot(episodes, mean, c=color, label=f"{algorithm} ({len(group)} seeds)")
+        for curve in curves if len(group) > 1 else ():  # with 3 seeds the band is wide: show them
+            top.plot(episodes, curve, c=color, lw=0.6, alpha=0.4)
         if len(group) > 1:
             half = stats.t.ppf(0.975, len(group) - 1) * curves.std(0, ddof=1) / np.sqrt(len(group))
             top.fill_between(episodes, mean - half, mean + half, color=color, alpha=0.2)
         if algorithm == "unified":
             mf = np.stack([rolling_mean(r.is_mf[:n].astype(float), MF_WINDOW) for r in group])
             bottom.plot(episodes, mf.mean(0), c=color, label="unified")
+    # The axis spans the seeds' curves; a t-interval over 3 seeds may run far beyond them.
+    low = min(line.get_ydata().min() for line in top.lines)
+    high = max(line.get_ydata().max() for line in top.lines)
+    pad = 0.05 * (high - low or 1.0)
+    top.set_ylim(low - pad, high + pad)
     top.set_ylabel(f"episode return (rolling {MF_WINDOW})")
     top.legend(loc="lower right")
     bottom.set_ylim(-0.05, 1.05)
