@@ -326,7 +326,14 @@ def report(
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from learner.report import load_run, markdown_table, plot_comparison, summarize
+    from learner.report import (
+        calibration_table,
+        gate_calibration,
+        load_run,
+        markdown_table,
+        plot_comparison,
+        summarize,
+    )
 
     missing = [str(r) for r in runs if not (r / "episodes.jsonl").exists()]
     if missing:
@@ -334,6 +341,8 @@ def report(
     loaded = [load_run(r) for r in runs]
     n, rows = summarize(loaded)
     table = markdown_table(n, rows)
+    if calibration := gate_calibration(loaded, n):
+        table += "\n\n" + calibration_table(calibration)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(table + "\n")
     plot_comparison(loaded, n, out / "comparison.png")

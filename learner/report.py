@@ -37,6 +37,9 @@ class Run:
     success: np.ndarray
     is_mf: np.ndarray
     learn_seconds: np.ndarray
+    # The gate's estimate of the return of the policy that ran (mean over its K masks of
+    # J-hat(kind | w_i)); NaN where the gate did not estimate (warm-up, ablations).
+    estimated: np.ndarray
 
 
 def load_run(path: Path) -> Run:
@@ -50,7 +53,13 @@ def load_run(path: Path) -> Run:
         success=np.array([r["success"] for r in rows], dtype=bool),
         is_mf=np.array([r["policy"] == "mf" for r in rows], dtype=bool),
         learn_seconds=np.array([r["learn_seconds"] for r in rows], dtype=float),
+        estimated=np.array([_estimate_of_ran(r) for r in rows], dtype=float),
     )
+
+
+def _estimate_of_ran(row: dict) -> float:
+    estimates = row.get("gate", {}).get(f"j_{row['policy']}") or []
+    return float(np.mean(estimates)) if estimates else float("nan")
 
 
 def mean_ci95(values: np.ndarray) -> tuple[float, float]:
@@ -104,6 +113,46 @@ def markdown_table(n: int, rows: list[dict]) -> str:
             f"{100 * r['final_success']:.0f}% | {100 * r['mf_fraction']:.0f}% | "
             f"{r['learn_seconds']:.2f} |"
         )
+    return "\n".join(lines)
+
+
+def gate_calibration(runs: list[Run], n: int) -> list[dict]:
+    """How far the model's estimate of each episode's policy was from what it really scored.
+
+    Per algorithm and policy kind, over the episodes (of the first n) where the gate estimated
+    both policies: the mean real return and the mean of J-hat(kind that ran) - real return.
+    A model that overrates one kind more than the other biases the gate towards it (Sec. 3.2:
+    the EPS is only as conservative as the model's posterior is honest)."""
+    rows = []
+    for algorithm in sorted({r.algorithm for r in runs}):
+        group = [r for r in runs if r.algorithm == algorithm]
+        for kind in ("mb", "mf"):
+            real, error = [], []
+            for run in group:
+                is_kind = run.is_mf[:n] if kind == "mf" else ~run.is_mf[:n]
+                picked = is_kind & ~np.isnan(run.estimated[:n])
+                real.extend(run.returns[:n][picked])
+                error.extend(run.estimated[:n][picked] - run.returns[:n][picked])
+            if real:
+                rows.append({"algorithm": algorithm, "kind": kind, "episodes": len(real),
+                             "real_return": float(np.mean(real)),
+                             "overestimate": float(np.mean(error))})
+    return rows
+
+
+def calibration_table(rows: list[dict]) -> str:
+    lines = [
+        "The gate's estimate of the policy that ran against its real return (episodes where "
+        "the gate estimated both policies).",
+        "",
+        "| algorithm | policy | episodes | mean real return | mean estimate - real |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {r['algorithm']} | {r['kind'].upper()} | {r['episodes']} | {r['real_return']:.1f} | "
+        f"{r['overestimate']:+.1f} |"
+        for r in rows
+    ]
     return "\n".join(lines)
 
 
