@@ -148,6 +148,52 @@ class DropoutLSTMNet(nn.Module):
         return prediction, ModelState(h, c, masks)
 
 
+    def sequence(
+        self, x: torch.Tensor, masks: DropoutMasks
+    ) -> tuple[Prediction, torch.Tensor, torch.Tensor]:
+        """`step` over whole recorded sequences x (B, T, in_dim), teacher-forced: predictions
+        shaped (B, T, ...) and the recurrent states h, c before every step and after the last,
+        (B, T + 1, lstm_size). Same arithmetic as T calls of `step`.
+
+        Why not a loop of `step`: only h @ W_h is recurrent. Everything that depends on the
+        inputs alone (the input layer, each gate's masked input-to-gate product) and everything
+        after the cell (the linear layers, the heads) runs once for all T steps, so a training
+        update dispatches ~4x fewer operations (the paper's sizes are dispatch-bound, on a GPU
+        too: docs/BENCHMARKS.md)."""
+        n_in = self.config.input_size
+        B, T, _ = x.shape
+        z = F.relu(self.input_layer(x.transpose(0, 1)))  # (T, B, n_in)
+        # The masks are per trajectory, so broadcasting them over T keeps them fixed in time.
+        zx = (z.unsqueeze(0) * masks.lstm_x.unsqueeze(1)).reshape(N_GATES, T * B, n_in)
+        x_gates = torch.baddbmm(self.lstm_bias, zx, self.lstm_weight[:, :n_in])
+        # One unbind, not T slices: its backward is one stack, where T slices would each
+        # scatter into a full-size zero gradient.
+        x_steps = x_gates.view(N_GATES, T, B, -1).transpose(0, 1).unbind(0)
+        w_h = self.lstm_weight[:, n_in:]
+        h = torch.zeros(B, self.config.lstm_size, device=x.device, dtype=x.dtype)
+        c = torch.zeros_like(h)
+        hs, cs = [h], [c]
+        for x_t in x_steps:
+            gates = torch.baddbmm(x_t, h.unsqueeze(0) * masks.lstm_h, w_h)
+            i, f, g, o = gates.unbind(0)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            hs.append(h)
+            cs.append(c)
+        h_all, c_all = torch.stack(hs, 1), torch.stack(cs, 1)
+        y = F.relu(self.fc1(h_all[:, 1:] * masks.fc1.unsqueeze(1)))
+        y = F.relu(self.fc2(y * masks.fc2.unsqueeze(1)))
+        y = y * masks.head.unsqueeze(1)
+        min_std = self.config.min_std
+        prediction = Prediction(
+            delta_mean=self.delta_mean(y),
+            delta_std=F.softplus(self.delta_std(y)) + min_std,
+            reward_mean=self.reward_mean(y).squeeze(-1),
+            reward_std=F.softplus(self.reward_std(y)).squeeze(-1) + min_std,
+        )
+        return prediction, h_all, c_all
+
+
 def gaussian_nll(target: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """-log N(target; mean, std^2), elementwise."""
     return 0.5 * ((target - mean) / std).pow(2) + std.log() + LOG_SQRT_2PI
@@ -239,11 +285,22 @@ class DynamicsModel(nn.Module):
         reward = self.rewards.denormalise(reward).float()
         return next_obs, reward, state
 
+    def replay(
+        self, batch: TrajectoryBatch, masks: DropoutMasks
+    ) -> tuple[Prediction, ModelState]:
+        """Teacher-forced pass over recorded trajectories, all steps at once: predictions
+        (B, T, ...) and the recurrent states before every step, h and c (B, T + 1, lstm_size)
+        (the last follows the final action). `observe` step by step gives the same."""
+        x = self.inputs.normalise(torch.cat([batch.obs[:, :-1], batch.actions], dim=-1))
+        prediction, h, c = self.net.sequence(x, masks)
+        return prediction, ModelState(h, c, masks)
+
     def observe(
         self, batch: TrajectoryBatch, masks: DropoutMasks
     ) -> tuple[list[Prediction], list[ModelState]]:
-        """Teacher-forced pass over recorded trajectories: the prediction for every step and the
-        recurrent state before every step (T + 1 states; the last follows the final action)."""
+        """Teacher-forced pass over recorded trajectories, one `step` at a time: the prediction
+        for every step and the recurrent state before every step (T + 1 states; the last
+        follows the final action). The reference for `replay`."""
         state = self.reset(batch.obs.shape[0], masks)
         predictions, states = [], [state]
         for t in range(batch.actions.shape[1]):
@@ -261,13 +318,11 @@ class DynamicsModel(nn.Module):
         n_traj = batch.obs.shape[0]
         if masks is None:
             masks = self.sample_masks(n_traj)
-        predictions, _ = self.observe(batch, masks)
+        pred, _ = self.replay(batch, masks)
         delta_target = self.deltas.normalise(batch.obs[:, 1:] - batch.obs[:, :-1])
         reward_target = self.rewards.normalise(batch.rewards.unsqueeze(-1)).squeeze(-1)
-        nll = torch.zeros(n_traj, device=batch.obs.device)
-        for t, pred in enumerate(predictions):
-            nll = nll + gaussian_nll(delta_target[:, t], pred.delta_mean, pred.delta_std).sum(-1)
-            nll = nll + gaussian_nll(reward_target[:, t], pred.reward_mean, pred.reward_std)
+        nll = gaussian_nll(delta_target, pred.delta_mean, pred.delta_std).sum((1, 2))
+        nll = nll + gaussian_nll(reward_target, pred.reward_mean, pred.reward_std).sum(1)
         nll = nll.mean()
         n_data = float(self.dataset_size)
         if self.config.prior_data_unit == "transition":

@@ -209,11 +209,10 @@ class MBPolicyLearner:
         masks = model.sample_masks(cfg.num_masks, generator).repeat_interleave(
             cfg.rollouts_per_mask
         )
-        _, states = model.observe(batch, masks)
+        _, states = model.replay(batch, masks)
         steps = torch.randint(batch.obs.shape[1], (n,), generator=generator).to(batch.obs.device)
         rows = torch.arange(n, device=batch.obs.device)
-        h = torch.stack([s.h for s in states], 1)[rows, steps]
-        c = torch.stack([s.c for s in states], 1)[rows, steps]
+        h, c = states.h[rows, steps], states.c[rows, steps]
         return batch.obs[rows, steps], ModelState(h, c, masks)
 
     # -- persistence ---------------------------------------------------------------------------

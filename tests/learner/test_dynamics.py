@@ -55,11 +55,36 @@ def test_masks_are_held_over_a_rollout_and_differ_across_trajectories(monkeypatc
 
 
 def test_masks_are_held_over_time_in_training_too(monkeypatch):
+    """Training replays whole sequences at once (`replay`): one mask record per trajectory for
+    all T steps. That it computes what T masked `step`s compute is the next test."""
     model = DynamicsModel(OBS, ACT, SMALL)
-    seen = spy_masks(model, monkeypatch)
+    seen: list[DropoutMasks] = []
+    sequence = model.net.sequence
+
+    def recording_sequence(x, masks):
+        seen.append(masks)
+        return sequence(x, masks)
+
+    monkeypatch.setattr(model.net, "sequence", recording_sequence)
     batch = TrajectoryBatch(torch.randn(5, T + 1, OBS), torch.randn(5, T, ACT), torch.randn(5, T))
     model.loss(batch)
-    assert_same_mask_every_step_and_distinct_rows(seen, T)
+    assert len(seen) == 1 and seen[0].batch_size == 5
+    assert_same_mask_every_step_and_distinct_rows(seen, 1)
+
+
+def test_replay_of_whole_sequences_equals_stepping_one_step_at_a_time(monkeypatch):
+    model = DynamicsModel(OBS, ACT, SMALL)
+    batch = TrajectoryBatch(torch.randn(6, T + 1, OBS), torch.randn(6, T, ACT), torch.randn(6, T))
+    model.fit_normaliser(batch)
+    masks = model.sample_masks(6)
+    seen = spy_masks(model, monkeypatch)
+    stepped, states = model.observe(batch, masks)
+    assert_same_mask_every_step_and_distinct_rows(seen, T)  # the reference holds the mask
+    replayed, replay_states = model.replay(batch, masks)
+    for field, whole in zip(replayed._fields, replayed, strict=True):
+        torch.testing.assert_close(whole, torch.stack([getattr(p, field) for p in stepped], 1))
+    torch.testing.assert_close(replay_states.h, torch.stack([s.h for s in states], 1))
+    torch.testing.assert_close(replay_states.c, torch.stack([s.c for s in states], 1))
 
 
 def test_masks_are_bernoulli_scaled_by_keep_probability():
