@@ -29,19 +29,25 @@ for a in $algos; do for s in $seeds; do
 done; done
 
 start=$(date +%s)
+told=()
 while :; do
   sleep 30
   alive=0
   for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done
   line="t=$(( $(date +%s) - start ))s alive=$alive"
   for d in "$out"/*/; do
-    n=$(wc -l <"$d/episodes.jsonl" 2>/dev/null || echo 0)
+    n=$(wc -l 2>/dev/null <"$d/episodes.jsonl" || echo 0)
     line="$line $(basename "$d")=$n"
   done
   echo "$line"
   [ "$alive" -eq 0 ] && break
-  # A run that died on its own (not at the deadline) says why at once.
-  for f in "$out"/*.log; do grep -q Traceback "$f" && ! grep -q KeyboardInterrupt "$f" && { echo "== $f"; tail -20 "$f"; }; done
+  # A run that died on its own (not at the deadline) says why at once, once.
+  for f in "$out"/*.log; do
+    [[ " ${told[*]-} " == *" $f "* ]] && continue
+    if grep -q Traceback "$f" && ! grep -q KeyboardInterrupt "$f"; then
+      echo "== $f"; tail -20 "$f"; told+=("$f")
+    fi
+  done
 done
 wait
 for f in "$out"/*.log; do echo "== $f: $(tail -1 "$f")"; done
