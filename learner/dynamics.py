@@ -135,17 +135,21 @@ class DropoutLSTMNet(nn.Module):
         i, f, g, o = gates.unbind(0)
         c = torch.sigmoid(f) * state.c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
-        y = F.relu(self.fc1(h * masks.fc1))
-        y = F.relu(self.fc2(y * masks.fc2))
-        y = y * masks.head
+        return self._readout(h, masks.fc1, masks.fc2, masks.head), ModelState(h, c, masks)
+
+    def _readout(self, h: torch.Tensor, fc1_mask: torch.Tensor, fc2_mask: torch.Tensor,
+                 head_mask: torch.Tensor) -> Prediction:
+        """The layers after the cell: two masked linear ReLU layers and the four heads."""
+        y = F.relu(self.fc1(h * fc1_mask))
+        y = F.relu(self.fc2(y * fc2_mask))
+        y = y * head_mask
         min_std = self.config.min_std
-        prediction = Prediction(
+        return Prediction(
             delta_mean=self.delta_mean(y),
             delta_std=F.softplus(self.delta_std(y)) + min_std,
             reward_mean=self.reward_mean(y).squeeze(-1),
             reward_std=F.softplus(self.reward_std(y)).squeeze(-1) + min_std,
         )
-        return prediction, ModelState(h, c, masks)
 
 
     def sequence(
@@ -181,17 +185,9 @@ class DropoutLSTMNet(nn.Module):
             hs.append(h)
             cs.append(c)
         h_all, c_all = torch.stack(hs, 1), torch.stack(cs, 1)
-        y = F.relu(self.fc1(h_all[:, 1:] * masks.fc1.unsqueeze(1)))
-        y = F.relu(self.fc2(y * masks.fc2.unsqueeze(1)))
-        y = y * masks.head.unsqueeze(1)
-        min_std = self.config.min_std
-        prediction = Prediction(
-            delta_mean=self.delta_mean(y),
-            delta_std=F.softplus(self.delta_std(y)) + min_std,
-            reward_mean=self.reward_mean(y).squeeze(-1),
-            reward_std=F.softplus(self.reward_std(y)).squeeze(-1) + min_std,
-        )
-        return prediction, h_all, c_all
+        # Each trajectory's masks, broadcast over its T steps.
+        fc1, fc2, head = (m.unsqueeze(1) for m in (masks.fc1, masks.fc2, masks.head))
+        return self._readout(h_all[:, 1:], fc1, fc2, head), h_all, c_all
 
 
 def gaussian_nll(target: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
