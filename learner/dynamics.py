@@ -151,7 +151,6 @@ class DropoutLSTMNet(nn.Module):
             reward_std=F.softplus(self.reward_std(y)).squeeze(-1) + min_std,
         )
 
-
     def sequence(
         self, x: torch.Tensor, masks: DropoutMasks
     ) -> tuple[Prediction, torch.Tensor, torch.Tensor]:

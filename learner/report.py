@@ -196,9 +196,9 @@ def plot_comparison(runs: list[Run], n: int, out: Path) -> None:
         mean = curves.mean(0)
         color = COLORS.get(algorithm)
         top.plot(episodes, mean, c=color, label=f"{algorithm} ({len(group)} seeds)")
-        for curve in curves if len(group) > 1 else ():  # with 3 seeds the band is wide: show them
-            top.plot(episodes, curve, c=color, lw=0.6, alpha=0.4)
         if len(group) > 1:
+            for curve in curves:  # with 3 seeds the band is wide: show each seed too
+                top.plot(episodes, curve, c=color, lw=0.6, alpha=0.4)
             half = stats.t.ppf(0.975, len(group) - 1) * curves.std(0, ddof=1) / np.sqrt(len(group))
             top.fill_between(episodes, mean - half, mean + half, color=color, alpha=0.2)
         if algorithm == "unified":
