@@ -28,6 +28,7 @@ import httpx
 import numpy as np
 
 from dclaw.service_process import free_port, wait_ready
+from robot.dynamixel import TEMP_RANGE
 from robot.runner import Runner, RunnerConfig
 
 ADMIN, RUNNER = "bench-admin-token-0123456789", "bench-runner-token-0123456789"
@@ -62,12 +63,13 @@ def new_run(url: str, name: str, mode: str) -> int:
 
 def wire_floor_ms(baud: int, bus_read: str) -> float:
     """Bytes on the wire per tick (10 bits each) that the runner waits for: the read instruction
-    and its replies (Bulk Read: 10 + 5 per motor out, 11 + 10 back per motor; Fast Sync Read:
-    14 + 1 per motor out, one reply of 11 + 14 per motor). The sync write is sent, not waited
-    for."""
+    and its replies (Bulk Read: 10 + 5 per motor out, 11 + 10 back per motor, and for the motor
+    whose temperature it carries 11 more; Fast Sync Read: 14 + 1 per motor out, one reply of 11
+    + 14 per motor, its temperature read every tenth tick left out). The sync write is sent, not
+    waited for."""
     n = 10
     if bus_read == "bulk":
-        return (10 + 5 * n + n * 21) * 10 / baud * 1e3
+        return (10 + 5 * n + n * 21 + TEMP_RANGE - 10) * 10 / baud * 1e3
     return (14 + n + 11 + 14 * n) * 10 / baud * 1e3
 
 

@@ -5,8 +5,11 @@ motors and the valve motor 50 (for one motor in turn 21 bytes, through its tempe
 and one sync write of the claw's goal positions (116). A status packet's alert bit (a latched
 hardware error) is checked on every reply, and address 70 is read to name the error.
 
-The bulk read is done with the SDK's own packet functions (`bulkReadTx`, `readRx`) rather than
-`GroupBulkRead`, because the group object drops each reply's error byte, which carries the alert.
+The replies are read with the SDK's own `readRx` rather than `GroupBulkRead`, because the group
+object drops each reply's error byte, which carries the alert. The two per-tick instruction
+packets are built here (header, parameters, the SDK's `updateCRC`) and written with the SDK's
+port: its builders copy lists into a fresh 1 KiB stuffing buffer per packet, and the ten Bulk
+Read packets never change, so they are built once.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ TEMPERATURE_EVERY = 10  # fast-sync: ticks between temperature reads (1 s at 10 
 # Bulk Read: 126 (current) to 146 (temperature) for the motor whose temperature is read.
 TEMP_RANGE = hw.PRESENT_TEMPERATURE[0] + 1 - hw.PRESENT_CUR_VEL_POS[0]
 TX_RETRIES = 3
+HEADER = b"\xff\xff\xfd\x00"  # Protocol 2.0; a parameter run of FF FF FD would need stuffing
 
 
 def _le(value: int, size: int) -> list[int]:
@@ -79,7 +83,7 @@ class DynamixelBackend:
         self.models: dict[int, str] = {}
         self._port: Any = None
         self._ph: Any = None
-        self._bulk_params: list[list[int]] = []
+        self._bulk_packets: list[tuple[bytes, int]] = []  # (instruction, reply bytes to expect)
         self._last: RobotState | None = None
         self._reads = 0
         # Set by the runner: returns why to abort (a signal), or None. Checked during resets.
@@ -151,10 +155,17 @@ class DynamixelBackend:
         # Bulk Read gives each motor its own range: in turn, one motor's range runs on to its
         # Present Temperature (146), 11 bytes more, so every motor's temperature is read once
         # a second (10 motors, 10 Hz) at a tenth of the cost of a separate read.
-        self._bulk_params = [
-            [b for m in self.ids for b in (m, *_le(address, 2),
-                                           *_le(length if m != hot else TEMP_RANGE, 2))]
+        params = [
+            bytes(b for m in self.ids for b in (m, *_le(address, 2),
+                                                *_le(length if m != hot else TEMP_RANGE, 2)))
             for hot in self.ids]
+        self._bulk_packets = []
+        for param in params:  # IDs, 126 and lengths: never a run that needs stuffing
+            packet = self._packet(dxl.INST_BULK_READ, param)
+            assert packet is not None
+            # the reply bytes the SDK's bulkReadTx sets its packet timeout from
+            replies = sum(param[i + 3] + 10 for i in range(0, len(param), 5))
+            self._bulk_packets.append((packet, replies))
         self._last = self._bulk_read()
         if not self._last.ok:
             raise ConnectionError(f"the first bulk read on {self.device} failed")
@@ -184,6 +195,25 @@ class DynamixelBackend:
         raise SafetyStop("bus", f"motor {motor}: writing {value} at address {address} failed "
                                 f"({self._ph.getTxRxResult(result)}, error {error})", motor=motor)
 
+    def _packet(self, instruction: int, params: bytes) -> bytes | None:
+        """A broadcast instruction packet, or None where its parameters would need stuffing."""
+        if HEADER[:3] in params:
+            return None
+        body = HEADER + struct.pack("<BHB", dxl.BROADCAST_ID, len(params) + 3, instruction) + params
+        return body + struct.pack("<H", self._ph.updateCRC(0, body, len(body)))
+
+    def _send(self, packet: bytes) -> int:
+        """What the SDK's txPacket does with a finished packet: claim the port, flush, write."""
+        port = self._port
+        if port.is_using:
+            return dxl.COMM_PORT_BUSY
+        port.is_using = True
+        port.clearPort()
+        if port.writePort(packet) != len(packet):
+            port.is_using = False
+            return dxl.COMM_TX_FAIL
+        return dxl.COMM_SUCCESS
+
     def _set_torque(self, motors: Iterable[int], on: bool) -> None:
         for motor in motors:
             self._write(motor, hw.TORQUE_ENABLE, int(on))
@@ -191,10 +221,19 @@ class DynamixelBackend:
     def _write_goals(self, goals: dict[int, float]) -> None:
         """One sync write of goal positions (rad, calibrated) for the given motors."""
         address, size = hw.GOAL_POSITION
-        writer = dxl.GroupSyncWrite(self._port, self._ph, address, size)
-        for motor, angle in goals.items():
-            writer.addParam(motor, _le(self.calibration[motor].angle_to_ticks(angle), size))
-        result = writer.txPacket()
+        cal = self.calibration
+        params = struct.pack("<HH", address, size) + b"".join(
+            struct.pack("<BI", m, hw.to_unsigned(cal[m].angle_to_ticks(a), size))
+            for m, a in goals.items())
+        packet = self._packet(dxl.INST_SYNC_WRITE, params)
+        if packet is not None:
+            result = self._send(packet)
+            self._port.is_using = False  # a broadcast write has no status packet
+        else:  # the SDK's builder (and its byte stuffing) for the rare packet that needs it
+            writer = dxl.GroupSyncWrite(self._port, self._ph, address, size)
+            for motor, angle in goals.items():
+                writer.addParam(motor, _le(cal[motor].angle_to_ticks(angle), size))
+            result = writer.txPacket()
         if result != dxl.COMM_SUCCESS:
             raise SafetyStop("bus", f"goal write failed: {self._ph.getTxRxResult(result)}")
 
@@ -223,9 +262,10 @@ class DynamixelBackend:
                         alerts.append(segment[1])
             return result, values, alerts, temperature
         hot = self.ids[self._reads % len(self.ids)]
-        param = self._bulk_params[self._reads % len(self.ids)]
-        result = ph.bulkReadTx(port, param, len(param), False)
+        packet, reply_bytes = self._bulk_packets[self._reads % len(self.ids)]
+        result = self._send(packet)  # as the SDK's bulkReadTx, with the packet built once
         if result == dxl.COMM_SUCCESS:
+            port.setPacketTimeout(reply_bytes)
             for motor in self.ids:
                 size = TEMP_RANGE if motor == hot else length
                 data, result, error = ph.readRx(port, motor, size)

@@ -16,7 +16,9 @@ few steps from the serving loop, and up to date before every packet is handled; 
 more than MAX_CATCH_UP_S the simulation drops the lost time instead of racing to catch up.
 Wire time: every reply is written when its last byte would have arrived on a real bus at --baud
 (10 bits a byte): the instruction's own bytes, then per reply the motor's Return Delay Time
-(2 us units) and its bytes. A Reboot keeps the motor silent for REBOOT_S afterwards.
+(2 us units) and its bytes, counted from when the instruction reached the pty (not from when this
+process got round to it); the last SPIN_S before each reply are spun rather than slept, as a
+sleep wakes ~0.1 ms late. A Reboot keeps the motor silent for REBOOT_S afterwards.
 
 Present Current is the joint's actuator torque (N·m, MuJoCo's units) divided by the model's
 torque constant (stall torque / stall current, e.g. XM430-W210: 3.0 N·m / 2.3 A = 1.30 N·m/A),
@@ -60,6 +62,7 @@ STEP_BATCH = 4  # physics steps per wake-up of an idle loop (10 ms)
 MAX_CATCH_UP_S = 0.1
 PARTIAL_PACKET_TIMEOUT_S = 0.1  # a partial packet whose rest does not come is given up
 REBOOT_S = 0.1
+SPIN_S = 0.0002  # at 10 Hz and ten replies a tick: at most 2 ms of CPU a second
 Reply = tuple[Servo, bytes]
 
 
@@ -371,8 +374,10 @@ class BusEmulator:
             if self.faults.corrupt and self.rng.random() < self.faults.corrupt:
                 data = data[:-1] + bytes((data[-1] ^ 0xA5,))
             wait = t - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
+            if wait > SPIN_S:
+                time.sleep(wait - SPIN_S)
+            while time.monotonic() < t:
+                pass
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("-> %s", data.hex(" "))
             write(data)
@@ -425,14 +430,15 @@ def _loop(emulator: BusEmulator, master: int, stdin_fd: int | None,
         if master in ready:
             with contextlib.suppress(BlockingIOError):
                 chunk = os.read(master, 4096)
-                last_rx = time.monotonic()
+                last_rx = time.monotonic()  # the bytes' arrival: their wire time starts here
                 if debug:
                     log.debug("<- %s", chunk.hex(" "))
                 packets = parser.feed(chunk)
         elif parser.pending and time.monotonic() - last_rx > PARTIAL_PACKET_TIMEOUT_S:
             packets = parser.resync()
-        for packet in packets:
-            now = time.monotonic()
+        arrived = last_rx if master in ready else time.monotonic()
+        for packet in packets:  # back-to-back packets queue on the wire (bus_free_at)
+            now = arrived
             emulator.transmit(write, packet.wire_bytes, emulator.handle(packet, now), now)
         if stdin_fd is not None and stdin_fd in ready:
             data = os.read(stdin_fd, 4096)

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+import dynamixel_sdk as dxl
 import numpy as np
 import pytest
 from robot_testkit import policy_document, scripted_service, service_client
@@ -55,6 +56,46 @@ def test_connect_reads_the_models_and_sets_up_every_motor(emulator):
     finally:
         robot.close()
     assert all(m["torque"] == 0 for m in motors(emulator).values())
+
+
+class RecordingPort:
+    """What the SDK's packet builders need of a port; keeps what they write."""
+
+    def __init__(self):
+        self.is_using, self.written = False, []
+
+    def clearPort(self):
+        pass
+
+    def writePort(self, packet):
+        self.written.append(bytes(packet))
+        return len(packet)
+
+    def setPacketTimeout(self, length):
+        self.timeout_bytes = length
+
+
+@pytest.mark.parametrize("hot", [0, 9])
+def test_the_packets_built_once_are_the_sdks_packets_byte_for_byte(hot):
+    """The backend writes its own Bulk Read and goal packets; the SDK's builders must agree."""
+    ids = [*hw.CLAW_IDS, hw.VALVE_ID]
+    robot, sdk_port, own_port = DynamixelBackend(), RecordingPort(), RecordingPort()
+    robot._ph = dxl.PacketHandler(2.0)
+    param = [b for m in ids for b in (m, 126, 0, 21 if m == ids[hot] else 10, 0)]
+    robot._ph.bulkReadTx(sdk_port, param, len(param), False)
+    robot._port = own_port
+    assert robot._send(robot._packet(dxl.INST_BULK_READ, bytes(param))) == dxl.COMM_SUCCESS
+    assert own_port.written == sdk_port.written and own_port.is_using
+    own_port.is_using = False  # the replies' readRx would release it
+
+    goals = dict(zip(hw.CLAW_IDS, np.linspace(-0.4, 1.2, 9).tolist(), strict=True))
+    writer = dxl.GroupSyncWrite(RecordingPort(), robot._ph, *hw.GOAL_POSITION)
+    for motor, angle in goals.items():
+        ticks = robot.calibration[motor].angle_to_ticks(angle)
+        writer.addParam(motor, list(ticks.to_bytes(4, "little")))
+    writer.txPacket()
+    robot._write_goals(goals)
+    assert own_port.written[-1] == writer.port.written[-1] and not own_port.is_using
 
 
 def test_missing_motors_are_named(tmp_path):
