@@ -6,6 +6,7 @@ when the settings are unsafe or the database is behind the newest migration.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -92,7 +93,7 @@ def run_trainer(settings: Settings, *, metrics_port: int | None = None) -> None:
         signal.signal(sig, lambda *_: stop.set())
     parent = os.environ.get("DCLAW_PARENT_PID")
     if parent:  # serve's child: behind the API for the CPU, and gone when serve is
-        os.nice(settings.trainer_nice)
+        log.info("trainer: %s, behind the API for the CPU", yield_cpu(settings))
         threading.Thread(target=_stop_when_orphaned, args=(int(parent), stop), daemon=True,
                          name="parent-watch").start()
     supervisor.start()
@@ -100,6 +101,36 @@ def run_trainer(settings: Settings, *, metrics_port: int | None = None) -> None:
     log.info("trainer %s: stopping (finishing steps, checkpointing)", settings.trainer_name)
     supervisor.stop()
     engine.dispose()
+
+
+def yield_cpu(settings: Settings) -> str:
+    """Puts every thread of this process, and those it starts from now on (the trainer's,
+    torch's), behind the API for the CPU; returns what it did. On Linux a priority is a
+    thread's, so each thread already running is set too. SCHED_IDLE if the settings ask for it
+    (a waking API thread preempts at once), else nice."""
+    threads = _threads()
+    if settings.trainer_idle_priority and hasattr(os, "SCHED_IDLE"):
+        try:
+            for tid in threads:
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            return "SCHED_IDLE"
+        except OSError as exc:
+            log.warning("trainer: SCHED_IDLE refused (%s); using nice %d", exc,
+                        settings.trainer_nice)
+    for tid in threads:
+        with contextlib.suppress(OSError):  # a thread that has just ended
+            os.setpriority(os.PRIO_PROCESS, tid, settings.trainer_nice)
+    return f"nice {settings.trainer_nice}"
+
+
+def _threads() -> list[int]:
+    """This process's threads, this one first (0: the calling thread, where /proc is absent)."""
+    try:
+        me = threading.get_native_id()
+        others = [int(t) for t in os.listdir("/proc/self/task") if int(t) != me]
+    except OSError:
+        others = []
+    return [0, *others]
 
 
 def _stop_when_orphaned(parent_pid: int, stop: threading.Event) -> None:

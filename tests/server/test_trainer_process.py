@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -82,6 +84,10 @@ def test_serve_trains_in_a_child_process_that_comes_back_and_dies_with_serve(
             return got.json() if got.status_code == 200 else None
 
         assert wait_until(assigned, "the child's first decision")["policy_kind"] == "mf"
+        # Behind the API for the CPU: every thread of the child, the learning ones included.
+        threads = [int(t) for t in os.listdir(f"/proc/{first}/task")]
+        nice = {t: os.getpriority(os.PRIO_PROCESS, t) for t in threads}
+        assert set(nice.values()) == {10}, nice  # (settings: trainer_nice)
 
         # The trainer dies on its own: the API stays up, reports it, and starts a new one.
         os.kill(first, signal.SIGKILL)
@@ -104,3 +110,21 @@ def test_serve_trains_in_a_child_process_that_comes_back_and_dies_with_serve(
         raise
     finally:
         service.stop(signal.SIGKILL)
+
+
+def test_idle_priority_puts_every_thread_of_the_trainer_at_sched_idle():
+    """`trainer_idle_priority`: SCHED_IDLE for the threads running before the call and after.
+    (Off by default: on a machine kept busy by anything else such a trainer never runs.)"""
+    code = (
+        "import os, sys, threading, time\n"
+        "from server.service import yield_cpu\n"
+        "from server.settings import Settings\n"
+        "early = threading.Thread(target=time.sleep, args=(1,)); early.start()\n"
+        "print(yield_cpu(Settings(dev=True, trainer_idle_priority=True)))\n"
+        "late = threading.Thread(target=time.sleep, args=(1,)); late.start()\n"
+        "tids = [int(t) for t in os.listdir('/proc/self/task')]\n"
+        "print(len(tids), {os.sched_getscheduler(t) == os.SCHED_IDLE for t in tids}, flush=True)\n"
+        "os._exit(0)\n")  # no teardown: at SCHED_IDLE on a busy machine it would wait its turn
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split("\n")
+    assert out[:2] == ["SCHED_IDLE", "3 {True}"]
