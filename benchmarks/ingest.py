@@ -148,6 +148,16 @@ def prepare_run(base: str, url: str, trainer: str = "none") -> tuple[int, int]:
     return run["id"], decision_id
 
 
+def learnt(url: str, run_id: int) -> int:
+    """Episodes of the run a trainer has learnt from so far."""
+    engine = make_engine(url, pool_size=1)
+    with engine.connect() as conn:
+        count = conn.execute(sa.text("SELECT count(*) FROM episodes WHERE run_id = :r AND "
+                                     "train_index IS NOT NULL"), {"r": run_id}).scalar_one()
+    engine.dispose()
+    return count
+
+
 class HttpxClient:
     """One keep-alive connection through httpx (what the runner uses)."""
 
@@ -293,10 +303,12 @@ def main() -> None:
     process, base, others = start_service(db.url, args.workers, args.trainer)
     try:
         run_id, decision_id = prepare_run(base, db.url, args.trainer)
+        learnt_before = learnt(db.url, run_id)
         seconds, latencies, failures, (service_cpu, client_cpu) = ingest(
             base, run_id, decision_id, args.clients, args.episodes, rate=args.rate,
             client_kind=args.client, trivial=args.trivial,
             service_pid=process.pid if args.workers == 1 else None)
+        learnt_during = learnt(db.url, run_id) - learnt_before
         engine = make_engine(db.url, pool_size=1)
         with engine.connect() as conn:
             stored = conn.execute(sa.text("SELECT count(*) FROM episodes WHERE run_id = :r"),
@@ -319,6 +331,9 @@ def main() -> None:
         if service_cpu is not None:
             print(f"  CPU per request: service {1000 * service_cpu / timed:.2f} ms, "
                   f"clients {1000 * client_cpu / timed:.2f} ms")
+        if args.trainer != "none":
+            print(f"  the trainer learnt from {learnt_during} episodes meanwhile "
+                  f"({learnt_during / seconds:.1f}/s)")
         print(f"  rows stored {stored} of {0 if args.trivial else sent} sent; "
               f"failures {len(failures)}" + (f" (first: {failures[0]})" if failures else ""))
         lat = assignments(base, run_id, args.assignments)
