@@ -105,19 +105,9 @@ def run_trainer(settings: Settings, *, metrics_port: int | None = None) -> None:
 
 def yield_cpu(settings: Settings) -> str:
     """Puts every thread of this process, and those it starts from now on (the trainer's,
-    torch's), behind the API for the CPU; returns what it did. On Linux a priority is a
-    thread's, so each thread already running is set too. SCHED_IDLE if the settings ask for it
-    (a waking API thread preempts at once), else nice."""
-    threads = _threads()
-    if settings.trainer_idle_priority and hasattr(os, "SCHED_IDLE"):
-        try:
-            for tid in threads:
-                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-            return "SCHED_IDLE"
-        except OSError as exc:
-            log.warning("trainer: SCHED_IDLE refused (%s); using nice %d", exc,
-                        settings.trainer_nice)
-    for tid in threads:
+    torch's), behind the API for the CPU; returns what it did. On Linux a niceness is a
+    thread's: `os.nice` alone left a thread that importing torch had started at 0."""
+    for tid in _threads():
         with contextlib.suppress(OSError):  # a thread that has just ended
             os.setpriority(os.PRIO_PROCESS, tid, settings.trainer_nice)
     return f"nice {settings.trainer_nice}"

@@ -73,10 +73,6 @@ class Settings(DatabaseSettings):
     trainer_nice: int = Field(
         10, ge=0, le=19, description="Niceness of the trainer process `dclaw serve` starts: on "
         "a shared machine the API (and a runner) get the CPU first; 0: equal footing.")
-    trainer_idle_priority: bool = Field(
-        False, description="Linux: `dclaw serve`'s trainer process runs at SCHED_IDLE: a CPU "
-        "only when nothing at normal priority (the API, PostgreSQL, a runner) wants it. Off by "
-        "default: on a machine kept busy by anything else the trainer never runs.")
     trainer_slots: int = Field(1, ge=1, description="Runs one trainer process trains at once.")
     trainer_name: str = Field(default_factory=_default_trainer_name, min_length=1)
     device: str = Field("auto", description="Torch device of the trainer: auto, cpu, cuda[:N].")

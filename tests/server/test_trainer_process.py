@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -111,20 +109,3 @@ def test_serve_trains_in_a_child_process_that_comes_back_and_dies_with_serve(
     finally:
         service.stop(signal.SIGKILL)
 
-
-def test_idle_priority_puts_every_thread_of_the_trainer_at_sched_idle():
-    """`trainer_idle_priority`: SCHED_IDLE for the threads running before the call and after.
-    (Off by default: on a machine kept busy by anything else such a trainer never runs.)"""
-    code = (
-        "import os, sys, threading, time\n"
-        "from server.service import yield_cpu\n"
-        "from server.settings import Settings\n"
-        "early = threading.Thread(target=time.sleep, args=(1,)); early.start()\n"
-        "print(yield_cpu(Settings(dev=True, trainer_idle_priority=True)))\n"
-        "late = threading.Thread(target=time.sleep, args=(1,)); late.start()\n"
-        "tids = [int(t) for t in os.listdir('/proc/self/task')]\n"
-        "print(len(tids), {os.sched_getscheduler(t) == os.SCHED_IDLE for t in tids}, flush=True)\n"
-        "os._exit(0)\n")  # no teardown: at SCHED_IDLE on a busy machine it would wait its turn
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True).stdout.split("\n")
-    assert out[:2] == ["SCHED_IDLE", "3 {True}"]
