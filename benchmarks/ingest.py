@@ -148,12 +148,13 @@ def prepare_run(base: str, url: str, trainer: str = "none") -> tuple[int, int]:
     return run["id"], decision_id
 
 
-def learnt(url: str, run_id: int) -> int:
-    """Episodes of the run a trainer has learnt from so far."""
+def count_episodes(url: str, run_id: int, learnt: bool = False) -> int:
+    """The run's stored episodes, or those a trainer has learnt from so far."""
     engine = make_engine(url, pool_size=1)
+    where = " AND train_index IS NOT NULL" if learnt else ""
     with engine.connect() as conn:
-        count = conn.execute(sa.text("SELECT count(*) FROM episodes WHERE run_id = :r AND "
-                                     "train_index IS NOT NULL"), {"r": run_id}).scalar_one()
+        count = conn.execute(sa.text(f"SELECT count(*) FROM episodes WHERE run_id = :r{where}"),
+                             {"r": run_id}).scalar_one()
     engine.dispose()
     return count
 
@@ -303,17 +304,13 @@ def main() -> None:
     process, base, others = start_service(db.url, args.workers, args.trainer)
     try:
         run_id, decision_id = prepare_run(base, db.url, args.trainer)
-        learnt_before = learnt(db.url, run_id)
+        learnt_before = count_episodes(db.url, run_id, learnt=True)
         seconds, latencies, failures, (service_cpu, client_cpu) = ingest(
             base, run_id, decision_id, args.clients, args.episodes, rate=args.rate,
             client_kind=args.client, trivial=args.trivial,
             service_pid=process.pid if args.workers == 1 else None)
-        learnt_during = learnt(db.url, run_id) - learnt_before
-        engine = make_engine(db.url, pool_size=1)
-        with engine.connect() as conn:
-            stored = conn.execute(sa.text("SELECT count(*) FROM episodes WHERE run_id = :r"),
-                                  {"r": run_id}).scalar_one()
-        engine.dispose()
+        learnt_during = count_episodes(db.url, run_id, learnt=True) - learnt_before
+        stored = count_episodes(db.url, run_id)
         sent = args.clients * (args.episodes + 2)  # with the warm-up uploads
         size_kib = len(episode_bytes("robot-0", 0, decision_id)) / 1024
         print(f"database: {sa.engine.make_url(db.url).get_backend_name()}, {args.workers} "

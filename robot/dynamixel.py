@@ -7,9 +7,10 @@ hardware error) is checked on every reply, and address 70 is read to name the er
 
 The replies are read with the SDK's own `readRx` rather than `GroupBulkRead`, because the group
 object drops each reply's error byte, which carries the alert. The two per-tick instruction
-packets are built here (header, parameters, the SDK's `updateCRC`) and written with the SDK's
-port: its builders copy lists into a fresh 1 KiB stuffing buffer per packet, and the ten Bulk
-Read packets never change, so they are built once.
+packets are framed by `dclaw.protocol2` (shared with the bus emulator) and written through the
+SDK's port: the SDK's builders copy lists into a fresh 1 KiB buffer per packet (and drop their
+own byte stuffing when it lengthens a packet), and the ten Bulk Read packets never change, so
+they are built once.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 
 from dclaw import hardware as hw
 from dclaw import task
+from dclaw.protocol2 import BROADCAST_ID, build_packet
 from robot.backend import ResetFailed, RobotState, SafetyStop
 from robot.safety import SafetyLimits, SafetyMonitor
 
@@ -49,7 +51,6 @@ TEMPERATURE_EVERY = 10  # fast-sync: ticks between temperature reads (1 s at 10 
 # Bulk Read: 126 (current) to 146 (temperature) for the motor whose temperature is read.
 TEMP_RANGE = hw.PRESENT_TEMPERATURE[0] + 1 - hw.PRESENT_CUR_VEL_POS[0]
 TX_RETRIES = 3
-HEADER = b"\xff\xff\xfd\x00"  # Protocol 2.0; a parameter run of FF FF FD would need stuffing
 
 
 def _le(value: int, size: int) -> list[int]:
@@ -159,13 +160,10 @@ class DynamixelBackend:
             bytes(b for m in self.ids for b in (m, *_le(address, 2),
                                                 *_le(length if m != hot else TEMP_RANGE, 2)))
             for hot in self.ids]
-        self._bulk_packets = []
-        for param in params:  # IDs, 126 and lengths: never a run that needs stuffing
-            packet = self._packet(dxl.INST_BULK_READ, param)
-            assert packet is not None
-            # the reply bytes the SDK's bulkReadTx sets its packet timeout from
-            replies = sum(param[i + 3] + 10 for i in range(0, len(param), 5))
-            self._bulk_packets.append((packet, replies))
+        # With the reply bytes the SDK's bulkReadTx sets its packet timeout from.
+        self._bulk_packets = [
+            (build_packet(BROADCAST_ID, dxl.INST_BULK_READ, param),
+             sum(param[i + 3] + 10 for i in range(0, len(param), 5))) for param in params]
         self._last = self._bulk_read()
         if not self._last.ok:
             raise ConnectionError(f"the first bulk read on {self.device} failed")
@@ -195,13 +193,6 @@ class DynamixelBackend:
         raise SafetyStop("bus", f"motor {motor}: writing {value} at address {address} failed "
                                 f"({self._ph.getTxRxResult(result)}, error {error})", motor=motor)
 
-    def _packet(self, instruction: int, params: bytes) -> bytes | None:
-        """A broadcast instruction packet, or None where its parameters would need stuffing."""
-        if HEADER[:3] in params:
-            return None
-        body = HEADER + struct.pack("<BHB", dxl.BROADCAST_ID, len(params) + 3, instruction) + params
-        return body + struct.pack("<H", self._ph.updateCRC(0, body, len(body)))
-
     def _send(self, packet: bytes) -> int:
         """What the SDK's txPacket does with a finished packet: claim the port, flush, write."""
         port = self._port
@@ -225,15 +216,8 @@ class DynamixelBackend:
         params = struct.pack("<HH", address, size) + b"".join(
             struct.pack("<BI", m, hw.to_unsigned(cal[m].angle_to_ticks(a), size))
             for m, a in goals.items())
-        packet = self._packet(dxl.INST_SYNC_WRITE, params)
-        if packet is not None:
-            result = self._send(packet)
-            self._port.is_using = False  # a broadcast write has no status packet
-        else:  # the SDK's builder (and its byte stuffing) for the rare packet that needs it
-            writer = dxl.GroupSyncWrite(self._port, self._ph, address, size)
-            for motor, angle in goals.items():
-                writer.addParam(motor, _le(cal[motor].angle_to_ticks(angle), size))
-            result = writer.txPacket()
+        result = self._send(build_packet(BROADCAST_ID, dxl.INST_SYNC_WRITE, params))
+        self._port.is_using = False  # a broadcast write has no status packet
         if result != dxl.COMM_SUCCESS:
             raise SafetyStop("bus", f"goal write failed: {self._ph.getTxRxResult(result)}")
 

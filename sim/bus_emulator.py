@@ -42,8 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dclaw import hardware as hw
-from sim.emulated_claw import EmulatedClaw
-from sim.protocol2 import (
+from dclaw.protocol2 import (
     BROADCAST_ID,
     CorruptPacket,
     ErrorCode,
@@ -53,6 +52,7 @@ from sim.protocol2 import (
     fast_status_packet,
     status_packet,
 )
+from sim.emulated_claw import EmulatedClaw
 from sim.servo import BAUD_CODES, MODEL_SPECS, Servo
 
 log = logging.getLogger(__name__)

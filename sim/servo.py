@@ -29,7 +29,7 @@ import struct
 from dataclasses import dataclass
 
 from dclaw import hardware as hw
-from sim.protocol2 import ALERT_BIT, ErrorCode
+from dclaw.protocol2 import ALERT_BIT, ErrorCode
 
 EEPROM_END = 64
 TABLE_SIZE = 148  # through Backup Ready (147)

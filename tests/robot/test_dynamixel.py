@@ -17,6 +17,7 @@ from robot_testkit import policy_document, scripted_service, service_client
 
 from dclaw import hardware as hw
 from dclaw import task
+from dclaw.protocol2 import BROADCAST_ID, build_packet
 from robot.dynamixel import DynamixelBackend
 from robot.runner import EXIT_ERROR, EXIT_SAFETY, Runner, RunnerConfig
 from robot.safety import SafetyLimits
@@ -84,7 +85,8 @@ def test_the_packets_built_once_are_the_sdks_packets_byte_for_byte(hot):
     param = [b for m in ids for b in (m, 126, 0, 21 if m == ids[hot] else 10, 0)]
     robot._ph.bulkReadTx(sdk_port, param, len(param), False)
     robot._port = own_port
-    assert robot._send(robot._packet(dxl.INST_BULK_READ, bytes(param))) == dxl.COMM_SUCCESS
+    assert robot._send(build_packet(BROADCAST_ID, dxl.INST_BULK_READ, bytes(param))) == \
+        dxl.COMM_SUCCESS
     assert own_port.written == sdk_port.written and own_port.is_using
     own_port.is_using = False  # the replies' readRx would release it
 

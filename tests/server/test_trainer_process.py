@@ -108,4 +108,3 @@ def test_serve_trains_in_a_child_process_that_comes_back_and_dies_with_serve(
         raise
     finally:
         service.stop(signal.SIGKILL)
-

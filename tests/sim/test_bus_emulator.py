@@ -18,9 +18,9 @@ import pytest
 
 from dclaw import hardware as hw
 from dclaw import task
+from dclaw.protocol2 import BROADCAST_ID, ErrorCode, Instruction, PacketParser, build_packet
 from sim.bus_emulator import REBOOT_S, BusEmulator
 from sim.emulator_process import EmulatorProcess
-from sim.protocol2 import BROADCAST_ID, ErrorCode, Instruction, PacketParser, build_packet
 
 pytestmark = pytest.mark.timeout(120)
 

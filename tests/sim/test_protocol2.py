@@ -5,7 +5,7 @@ import random
 import dynamixel_sdk as dxl
 import pytest
 
-from sim.protocol2 import (
+from dclaw.protocol2 import (
     HEADER,
     CorruptPacket,
     Instruction,

@@ -1,4 +1,5 @@
-"""Dynamixel Protocol 2.0 framing for the bus emulator: CRC-16, byte stuffing, packets.
+"""Dynamixel Protocol 2.0 framing, shared by the runner's Dynamixel backend and the bus emulator:
+CRC-16, byte stuffing, packets.
 
 An instruction packet on the wire is `FF FF FD 00 | ID | LEN_L LEN_H | INST | PARAMS | CRC_L CRC_H`
 where LEN counts INST, PARAMS and CRC, and the CRC (CRC-16/BUYPASS: polynomial 0x8005, not
