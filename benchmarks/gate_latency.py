@@ -1,7 +1,8 @@
 """Times the EPS gate's `decide` at K=50, M=10, T=40 with the dclaw-paper network sizes.
 
 Randomly initialised networks: the cost does not depend on the weights. Prints the median of
-several calls for each compute dtype, and a breakdown of where one call spends its time.
+several calls for each compute dtype, and a breakdown of where one call spends its time
+(`decide` runs the policies in their sigmoid-folded form; the breakdown times both forms).
 
     python -m benchmarks.gate_latency [--repeats 7] [--threads N]
 """
@@ -70,8 +71,11 @@ def breakdown(config, model, mb, mf, init, repeats: int) -> None:
     for name, fn in [
         ("model alone (x2 in a decide)", model_only),
         ("MB policy alone", policy_only(mb)),
+        ("MB policy alone, sigmoid-folded", policy_only(mb.folded())),
         ("MF policy alone", policy_only(mf)),
+        ("MF policy alone, sigmoid-folded", policy_only(mf.folded())),
         ("imagine with MB policy", one_imagine(mb)),
+        ("imagine with MB policy, folded", one_imagine(mb.folded())),
         ("imagine with MF policy", one_imagine(mf)),
     ]:
         print(f"  {name:32s} {statistics.median(time_calls(fn, repeats)):.3f} s")

@@ -89,12 +89,14 @@ def estimate_returns(
     # no_grad, not inference_mode: under inference_mode autocast casts every weight matrix to
     # bfloat16 again at every step (its cast cache is off there), 3.6 ms against 2.7 ms for a
     # 500x1024x1024 product here.
-    with torch.no_grad(), _autocast(resolve_compute_dtype(config.compute_dtype, device), device):
+    compute_dtype = resolve_compute_dtype(config.compute_dtype, device)
+    with torch.no_grad(), _autocast(compute_dtype, device):
         masks = model.sample_masks(K, generator).repeat_interleave(M)
         rows = torch.randint(initial_obs.shape[0], (K * M,), generator=generator)
         init = initial_obs[rows.to(device)]
-        j_mb = imagine(model, mb_policy, init, masks, T).returns.view(K, M).mean(1)
-        j_mf = imagine(model, mf_policy, init, masks, T).returns.view(K, M).mean(1)
+        mb, mf = (_folded(policy, compute_dtype) for policy in (mb_policy, mf_policy))
+        j_mb = imagine(model, mb, init, masks, T).returns.view(K, M).mean(1)
+        j_mf = imagine(model, mf, init, masks, T).returns.view(K, M).mean(1)
     return j_mb.float(), j_mf.float()
 
 
@@ -133,6 +135,14 @@ def decide(
     log.debug("gate: %s (%s), min margin %.3f, %.3f s", choice, reason,
               float((j_mb - j_mf).min()), record.compute_seconds)
     return record
+
+
+def _folded(policy: Policy, compute_dtype: str) -> Policy:
+    """The policy with its tanh layers folded into sigmoids, weights in the compute dtype
+    (`SigmoidFoldedPolicy`: the same function, a third less time for the MB policy here);
+    a policy without that form as it is."""
+    fold = getattr(policy, "folded", None)
+    return policy if fold is None else fold(getattr(torch, compute_dtype))
 
 
 def resolve_compute_dtype(compute_dtype: str, device: torch.device) -> str:

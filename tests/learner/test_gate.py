@@ -178,3 +178,20 @@ def test_gate_needs_a_horizon():
 def test_records_refuse_unknown_choices_and_reasons(choice, reason):
     with pytest.raises(ValueError):
         GateRecord(choice, reason)
+
+
+def test_the_gate_estimates_with_folded_policies_what_it_would_with_the_originals(monkeypatch):
+    model = DynamicsModel(OBS, ACT, SMALL_DYNAMICS)
+    mb, mf = TanhGaussianPolicy(OBS, ACT, (16, 16)), TanhGaussianPolicy(OBS, ACT, (8,))
+    init, config = torch.randn(3, OBS), GateConfig(num_masks=6, rollouts_per_mask=2, horizon=T,
+                                                   compute_dtype="float32")
+
+    def estimates():
+        torch.manual_seed(1)
+        return gate.estimate_returns(model, mb, mf, init, config, torch.Generator().manual_seed(2))
+
+    folded = estimates()
+    monkeypatch.setattr(gate, "_folded", lambda policy, dtype: policy)
+    originals = estimates()
+    for got, expected in zip(folded, originals, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)

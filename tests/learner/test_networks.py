@@ -77,3 +77,26 @@ def test_weights_round_trip_through_get_and_load():
     b.load_weights(a.get_weights())
     obs = torch.randn(3, 4)
     torch.testing.assert_close(a(obs), b(obs))
+
+
+@pytest.mark.parametrize(("hidden", "sigma_max"), [((16, 16), None), ((8,), 0.3)])
+def test_the_sigmoid_folded_policy_is_the_same_function(hidden, sigma_max):
+    torch.manual_seed(0)
+    policy = TanhGaussianPolicy(5, 3, hidden, sigma_max=sigma_max, action_scale=[2.0, 0.5, 1.0],
+                                action_offset=[0.1, 0.0, -0.2])
+    with torch.no_grad():
+        policy.obs_mean.copy_(torch.randn(5))
+        policy.obs_std.copy_(torch.rand(5) + 0.5)
+        for p in policy.parameters():
+            p.mul_(3.0)  # past tanh's linear range, so saturation is checked too
+    folded = policy.folded()
+    obs, noise = torch.randn(64, 5) * 2, torch.randn(64, 3)
+    with torch.no_grad():
+        for deterministic in (False, True):
+            expected = policy.sample(obs, deterministic=deterministic, noise=noise)
+            got = folded.sample(obs, deterministic=deterministic, noise=noise)
+            torch.testing.assert_close(got[0], expected[0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(got[1], expected[1], atol=1e-4, rtol=1e-5)
+        # In bfloat16: the same function to bfloat16's precision.
+        action = policy.folded(torch.bfloat16).sample(obs, noise=noise)[0]
+        torch.testing.assert_close(action, policy.sample(obs, noise=noise)[0], atol=0.1, rtol=0)
