@@ -1,13 +1,14 @@
 """Does running the EPS gate in bfloat16 change its decisions? Compared on a trained learner.
 
 Loads a `dclaw train` checkpoint and, for each of `--calls` gate calls, estimates the K per-mask
-differences d_i = Ĵ(MB|wᵢ) − Ĵ(MF|wᵢ) three times with the same K masks and the same start
-states: in float32, in float32 again with other rollout noise, and in bfloat16 with the first
-run's noise seed. The gate is itself random (M rollouts per mask), so the question is whether
-bfloat16 moves the estimates more than the gate's own rollout noise does: the second float32
-run is that yardstick. Printed: the decisions (MB only if every d_i > 0), how often the per-mask
-signs agree, the correlation and mean gap of the d_i against the first float32 run, and the
-median time per call.
+differences d_i = Ĵ(MB|wᵢ) − Ĵ(MF|wᵢ) with the same K masks and the same start states: in
+float32, in float32 again with other rollout noise, and in bfloat16 with the first run's noise
+seed; then float32 and bfloat16 again with the policies in their tanh form rather than the
+sigmoid-folded form `decide` runs (`SigmoidFoldedPolicy`). The gate is itself random (M rollouts
+per mask), so the question is whether bfloat16 (or the fold) moves the estimates more than the
+gate's own rollout noise does: the second float32 run is that yardstick. Printed: the decisions
+(MB only if every d_i > 0), how often the per-mask signs agree, the correlation and mean gap of
+the d_i against the first float32 run, and the median time per call.
 
     .venv/bin/python -m benchmarks.gate_precision RUN_DIR/checkpoint.pt [--calls 20]
 """
@@ -21,11 +22,14 @@ import time
 import numpy as np
 import torch
 
+from learner import gate as gate_module
 from learner.checkpoint import load_checkpoint
 from learner.gate import estimate_returns
 
-VARIANTS = (("float32", "float32", 0), ("float32, other noise", "float32", 1),
-            ("bfloat16", "bfloat16", 0))
+# (name, compute dtype, noise seed, policies sigmoid-folded as `decide` runs them)
+VARIANTS = (("float32", "float32", 0, True), ("float32, other noise", "float32", 1, True),
+            ("bfloat16", "bfloat16", 0, True), ("float32, tanh form", "float32", 0, False),
+            ("bfloat16, tanh form", "bfloat16", 0, False))
 
 
 def main() -> None:
@@ -40,10 +44,12 @@ def main() -> None:
     print(f"{args.checkpoint}: {agent.episodes_seen} episodes, K={gate.num_masks}, "
           f"M={gate.rollouts_per_mask}, T={horizon}, {args.calls} calls, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    diffs = {name: [] for name, _, _ in VARIANTS}
-    seconds = {name: [] for name, _, _ in VARIANTS}
+    diffs = {name: [] for name, *_ in VARIANTS}
+    seconds = {name: [] for name, *_ in VARIANTS}
+    folded = gate_module._folded
     for call in range(args.calls):
-        for name, dtype, noise in VARIANTS:
+        for name, dtype, noise, fold in VARIANTS:
+            gate_module._folded = folded if fold else (lambda policy, dtype: policy)
             config = dataclasses.replace(gate, compute_dtype=dtype, horizon=horizon)
             masks_and_starts = torch.Generator().manual_seed(1000 + call)
             torch.manual_seed(2 * call + noise)  # the rollouts' action and model noise
@@ -52,8 +58,9 @@ def main() -> None:
                                           config, masks_and_starts)
             seconds[name].append(time.perf_counter() - start)
             diffs[name].append((j_mb - j_mf).numpy())
+    gate_module._folded = folded
     ref = np.stack(diffs["float32"])
-    for name, _, _ in VARIANTS:
+    for name, *_ in VARIANTS:
         d = np.stack(diffs[name])
         mb = (d > 0).all(axis=1)
         line = (f"  {name:22s} MB chosen {100 * mb.mean():5.1f}%  masks favouring MB "
