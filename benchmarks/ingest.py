@@ -196,15 +196,16 @@ CLIENTS = {"httpx": HttpxClient, "stdlib": StdlibClient}
 
 def ingest(base: str, run_id: int, decision_id: int, clients: int, episodes: int,
            warmup: int = 2, rate: float = 0.0, client_kind: str = "httpx",
-           trivial: bool = False, service_pid: int | None = None):
+           trivial: bool = False, service_pid: int | None = None,
+           trainer_pids: list[int] = ()):
     """Each client uploads `warmup` episodes (not timed: connections, pools, threads warm up)
     and then `episodes` timed ones: back to back (closed loop) when `rate` is 0, else on a
     schedule that offers `rate` episodes/s in all, staggered across clients (open loop, like a
     fleet of robots). On a schedule, latency counts from the planned send time, so a request
     held up behind a slow one is charged its wait (no coordinated omission). `trivial`: GET
     /healthz instead of each upload (expects 200). Returns the seconds, the latencies, the
-    failures and the CPU seconds of the service process (`service_pid`) and of this one while
-    the timed requests ran."""
+    failures and the CPU seconds of the service process (`service_pid`), of this one and of the
+    trainer processes (`trainer_pids`) while the timed requests ran."""
     bodies = {(c, s): episode_bytes(f"robot-{c}", s, decision_id)
               for c in range(clients) for s in range(warmup + episodes)}
     latencies: list[float] = []
@@ -246,13 +247,24 @@ def ingest(base: str, run_id: int, decision_id: int, clients: int, episodes: int
     for t in threads:
         t.start()
     barrier.wait()
+    trainer_cpu = sum(cpu_seconds(pid) or 0.0 for pid in trainer_pids)
     start, cpu = time.perf_counter(), (cpu_seconds(service_pid), time.process_time())
     for t in threads:
         t.join()
     seconds = time.perf_counter() - start
     service = cpu_seconds(service_pid)
-    cpu = (None if service is None else service - cpu[0], time.process_time() - cpu[1])
+    cpu = (None if service is None else service - cpu[0], time.process_time() - cpu[1],
+           sum(cpu_seconds(pid) or 0.0 for pid in trainer_pids) - trainer_cpu)
     return seconds, latencies, failures, cpu
+
+
+def child_pids(pid: int) -> list[int]:
+    """The children of a process (Linux; none elsewhere): `dclaw serve`'s trainer."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return [int(child) for child in children.read().split()]
+    except OSError:
+        return []
 
 
 def cpu_seconds(pid: int | None) -> float | None:
@@ -305,10 +317,12 @@ def main() -> None:
     try:
         run_id, decision_id = prepare_run(base, db.url, args.trainer)
         learnt_before = count_episodes(db.url, run_id, learnt=True)
-        seconds, latencies, failures, (service_cpu, client_cpu) = ingest(
+        trainers = ([p.pid for p in others] if args.trainer == "separate"
+                    else child_pids(process.pid) if args.trainer == "serve" else [])
+        seconds, latencies, failures, (service_cpu, client_cpu, trainer_cpu) = ingest(
             base, run_id, decision_id, args.clients, args.episodes, rate=args.rate,
             client_kind=args.client, trivial=args.trivial,
-            service_pid=process.pid if args.workers == 1 else None)
+            service_pid=process.pid if args.workers == 1 else None, trainer_pids=trainers)
         learnt_during = count_episodes(db.url, run_id, learnt=True) - learnt_before
         stored = count_episodes(db.url, run_id)
         sent = args.clients * (args.episodes + 2)  # with the warm-up uploads
@@ -329,14 +343,17 @@ def main() -> None:
             print(f"  CPU per request: service {1000 * service_cpu / timed:.2f} ms, "
                   f"clients {1000 * client_cpu / timed:.2f} ms")
         if args.trainer != "none":
-            print(f"  the trainer learnt from {learnt_during} episodes meanwhile "
-                  f"({learnt_during / seconds:.1f}/s)")
+            # It commits what it learnt once per step of DCLAW_TRAINER_BATCH_EPISODES: a
+            # short phase can end before its first commit while it learns all along.
+            print(f"  the trainer used {trainer_cpu:.1f} CPU-s ({100 * trainer_cpu / seconds:.0f}% "
+                  f"of a core) and committed {learnt_during} learnt episodes meanwhile")
         print(f"  rows stored {stored} of {0 if args.trivial else sent} sent; "
               f"failures {len(failures)}" + (f" (first: {failures[0]})" if failures else ""))
         lat = assignments(base, run_id, args.assignments)
-        print(f"assignments (ready, one client, sequential): {len(lat)} requests, "
-              f"p50 {1000 * statistics.median(lat):.1f} ms, "
-              f"p99 {1000 * percentile(lat, 99):.1f} ms")
+        if lat:
+                print(f"assignments (ready, one client, sequential): {len(lat)} requests, "
+                  f"p50 {1000 * statistics.median(lat):.1f} ms, "
+                  f"p99 {1000 * percentile(lat, 99):.1f} ms")
     finally:
         for p in (*others, process):
             p.terminate()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -112,9 +112,13 @@ class RunTrainer:
             log.info("run %d: %s policy versions continue at %d", self.run_id, kind, newest + 1)
 
     # -- learning ------------------------------------------------------------------------------
-    def step(self) -> int:
+    def step(self, interrupted: Callable[[], bool] = lambda: False) -> int:
         """Learns from the unseen episodes (at most a batch), decides, stores; returns how many
-        episodes it learnt from (0 and no writes when there was nothing to do)."""
+        episodes it learnt from (0 and no writes when there was nothing to do).
+
+        `interrupted` is asked after each episode: when it says true (a stop or a shutdown),
+        the rest of the batch waits for the next step, so a stop takes one episode's learning,
+        not a batch's (16 episodes can be minutes on a busy CPU)."""
         agent = self.agent
         assert agent is not None, "call load() first"
         with transaction(self.factory) as session:
@@ -124,7 +128,11 @@ class RunTrainer:
             batch = [(row.id, episodes_repo.episode_arrays(row)) for row in rows]
         if not batch and not self.needs_decision:
             return 0
-        learnt = [self._learn_one(episode_id, data) for episode_id, data in batch]
+        learnt = []
+        for episode_id, data in batch:
+            learnt.append(self._learn_one(episode_id, data))
+            if interrupted():
+                break
         record = _json_safe(agent.decide().to_dict())
         exports = [self._export(kind) for kind in self._kinds()
                    if self.published.get(kind) != agent.versions[kind]]

@@ -1,9 +1,10 @@
 """The trainer supervisor: claims runs through their lease rows and trains each in a worker
 thread (never on the API's event loop), with a second thread per run renewing the lease.
 
-A worker stops when its run is stopped (it finishes the step, checkpoints, marks the run
-`stopped` and frees the lease), when the process shuts down (it checkpoints and frees the lease;
-the run stays `running` for the next trainer), or when its lease is lost (it writes nothing more).
+A worker stops when its run is stopped (it ends its step after the episode it is learning from,
+checkpoints, marks the run `stopped` and frees the lease), when the process shuts down (the same,
+but the run stays `running` for the next trainer), or when its lease is lost (it writes nothing
+more).
 """
 
 from __future__ import annotations
@@ -103,8 +104,13 @@ class RunWorker(threading.Thread):
                 if status is not None:
                     self.trainer.checkpoint_if_behind()
                 return
-            if self.trainer.step() == 0:
+            if self.trainer.step(self._interrupted) == 0:
                 self.shutdown.wait(self.settings.trainer_poll_s)
+
+    def _interrupted(self) -> bool:
+        """Whether to end a step early: the process shuts down, or the run is to stop."""
+        return (self.shutdown.is_set() or self.keeper.lost.is_set()
+                or self._status() != "running")
 
     def _status(self) -> str | None:
         try:

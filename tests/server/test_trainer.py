@@ -90,6 +90,24 @@ def test_learns_decides_exports_and_checkpoints(client, factory, settings):
     assert [c["episodes_seen"] for c in checkpoints] == [3]
 
 
+def test_an_interrupted_step_stores_what_it_learnt_and_leaves_the_rest(client, factory,
+                                                                        settings):
+    run = create_run(client)
+    trainer = RunTrainer(claim=_claim(factory), settings=settings, session_factory=factory)
+    trainer.load()
+    trainer.step()
+    for i in range(3):
+        _play(client, run["id"], 0, runner=f"robot-{i}", seed=i)
+    asked = []
+    assert trainer.step(lambda: asked.append(1) or True) == 1  # a stop came during the first
+    assert asked == [1]
+    assert [e.train_index for e in _episodes(factory, run["id"])] == [0, None, None]
+    gate = client.get(f"/api/v1/runs/{run['id']}/gate").json()
+    assert [d["episodes_seen"] for d in gate] == [0, 1]  # and decided on what it had learnt
+    assert trainer.step() == 2
+    assert [e.train_index for e in _episodes(factory, run["id"])] == [0, 1, 2]
+
+
 def test_takeover_resumes_from_checkpoint_with_no_episode_lost(client, db_url, tmp_path):
     settings = make_settings(db_url, checkpoint_every=2, checkpoint_dir=tmp_path / "ckpt")
     factory = make_session_factory(make_engine(db_url, pool_size=2))
