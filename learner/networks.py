@@ -69,12 +69,8 @@ class TanhGaussianPolicy(nn.Module):
     def distribution(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std of the Gaussian before the tanh."""
         features = self.trunk((obs - self.obs_mean) / self.obs_std)
-        raw_std = self.std_head(features)
-        if self.sigma_max is None:
-            std = F.softplus(raw_std)
-        else:  # A.2.5: sigma_max bounds the std through a sigmoid
-            std = self.sigma_max * torch.sigmoid(raw_std)
-        return self.mean_head(features), std + self.min_std
+        return self.mean_head(features), _std(self.std_head(features), self.sigma_max,
+                                              self.min_std)
 
     def sample(
         self, obs: torch.Tensor, deterministic: bool = False, noise: torch.Tensor | None = None
@@ -85,16 +81,8 @@ class TanhGaussianPolicy(nn.Module):
         same sample can be reproduced elsewhere (the numpy runner's parity test).
         """
         mean, std = self.distribution(obs)
-        if deterministic:
-            noise = torch.zeros_like(mean)
-        elif noise is None:
-            noise = torch.randn_like(mean)
-        pre_tanh = mean + std * noise
-        log_prob = (-0.5 * noise.pow(2) - std.log() - LOG_SQRT_2PI).sum(-1)
-        log_prob = log_prob - tanh_log_det_jacobian(pre_tanh).sum(-1)
-        log_prob = log_prob - self.action_scale.abs().log().sum()
-        action = self.action_offset + self.action_scale * torch.tanh(pre_tanh)
-        return action, log_prob
+        return _squashed_sample(mean, std, deterministic, noise, self.action_scale,
+                                self.action_offset)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """The deterministic action tanh(mean), mapped to the action range."""
@@ -189,7 +177,6 @@ class SigmoidFoldedPolicy:
         self.dtype, self.act_dim = dtype, policy.act_dim
         self.sigma_max, self.min_std = policy.sigma_max, policy.min_std
         self.action_scale, self.action_offset = policy.action_scale, policy.action_offset
-        self.log_scale = policy.action_scale.abs().log().sum()
 
     def distribution(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = obs.to(self.dtype)
@@ -197,24 +184,35 @@ class SigmoidFoldedPolicy:
             x = torch.sigmoid(F.linear(x, w, b))
         out = F.linear(x, *self.head).float()
         mean, raw_std = out[..., :self.act_dim], out[..., self.act_dim:]
-        if self.sigma_max is None:
-            std = F.softplus(raw_std)
-        else:
-            std = self.sigma_max * torch.sigmoid(raw_std)
-        return mean, std + self.min_std
+        return mean, _std(raw_std, self.sigma_max, self.min_std)
 
     def sample(self, obs: torch.Tensor, deterministic: bool = False,
                noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """As `TanhGaussianPolicy.sample`."""
         mean, std = self.distribution(obs)
-        if deterministic:
-            noise = torch.zeros_like(mean)
-        elif noise is None:
-            noise = torch.randn_like(mean)
-        pre_tanh = mean + std * noise
-        log_prob = (-0.5 * noise.pow(2) - std.log() - LOG_SQRT_2PI).sum(-1)
-        log_prob = log_prob - tanh_log_det_jacobian(pre_tanh).sum(-1) - self.log_scale
-        return self.action_offset + self.action_scale * torch.tanh(pre_tanh), log_prob
+        return _squashed_sample(mean, std, deterministic, noise, self.action_scale,
+                                self.action_offset)
+
+
+def _std(raw_std: torch.Tensor, sigma_max: float | None, min_std: float) -> torch.Tensor:
+    """The std head's activation: softplus, or A.2.5's sigma_max * sigmoid; then the floor."""
+    if sigma_max is None:
+        return F.softplus(raw_std) + min_std
+    return sigma_max * torch.sigmoid(raw_std) + min_std
+
+
+def _squashed_sample(mean: torch.Tensor, std: torch.Tensor, deterministic: bool,
+                     noise: torch.Tensor | None, scale: torch.Tensor,
+                     offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """tanh(mean + std * noise) mapped to the action range, and its log-density."""
+    if deterministic:
+        noise = torch.zeros_like(mean)
+    elif noise is None:
+        noise = torch.randn_like(mean)
+    pre_tanh = mean + std * noise
+    log_prob = (-0.5 * noise.pow(2) - std.log() - LOG_SQRT_2PI).sum(-1)
+    log_prob = log_prob - tanh_log_det_jacobian(pre_tanh).sum(-1) - scale.abs().log().sum()
+    return offset + scale * torch.tanh(pre_tanh), log_prob
 
 
 class QNetwork(nn.Module):
