@@ -98,7 +98,8 @@ def run_trainer(settings: Settings, *, metrics_port: int | None = None) -> None:
                          name="parent-watch").start()
     supervisor.start()
     stop.wait()
-    log.info("trainer %s: stopping (finishing steps, checkpointing)", settings.trainer_name)
+    log.info("trainer %s: stopping (after the episodes being learnt, checkpointing)",
+             settings.trainer_name)
     supervisor.stop()
     engine.dispose()
 

@@ -55,8 +55,9 @@ def start_run(run_id: RunId, session: SessionDep) -> RunOut:
 
 @router.post("/{run_id}/stop", dependencies=[AdminDep], responses=_ADMIN_ERRORS)
 def stop_run(run_id: RunId, session: SessionDep) -> RunOut:
-    """`stopping` while a trainer finishes its step and checkpoints, then `stopped`; `stopped`
-    at once when no trainer holds the run. The run stays resumable."""
+    """`stopping` while a trainer ends its step after the episode it is learning from and
+    checkpoints, then `stopped`; `stopped` at once when no trainer holds the run. The run
+    stays resumable."""
     repo.stop_run(session, run_id=run_id, now=time.time())
     return _out(repo.get_run_view(session, run_id=run_id))
 

@@ -112,8 +112,9 @@ def start_run(session: Session, *, run_id: int) -> Run:
 
 
 def stop_run(session: Session, *, run_id: int, now: float) -> Run:
-    """A run trained by a live trainer goes to `stopping`: the trainer finishes its step,
-    checkpoints and sets `stopped`. With no live trainer the run is `stopped` at once."""
+    """A run trained by a live trainer goes to `stopping`: the trainer ends its step after the
+    episode it is learning from, checkpoints and sets `stopped`. With no live trainer the run
+    is `stopped` at once."""
     run = get_run(session, run_id=run_id, for_update=True)
     if run.status == "created":
         raise Conflict(f"run {run_id} was never started")

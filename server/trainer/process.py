@@ -3,8 +3,9 @@
 Learning runs in its own process, never under the API's GIL: while a run trained, episode ingest
 at 200/s had a p99 of 143-399 ms with the trainer in the API's process and 19-56 ms with it in a
 process of its own (alternating runs; docs/BENCHMARKS.md, "Learner service"). The child gets
-this process's settings through its environment, stops (finishing its step, checkpointing) on
-SIGTERM, stops by itself when this process dies, and is started again if it exits on its own.
+this process's settings through its environment, stops (ending its step after the episode it is
+learning from, checkpointing) on SIGTERM, stops by itself when this process dies, and is
+started again if it exits on its own.
 
 Plain `subprocess` rather than `multiprocessing`: the child is the same `dclaw trainer` an
 operator runs on a second machine, with nothing shared but the database.
@@ -70,8 +71,9 @@ class TrainerProcess:
         self._watcher.start()
 
     def stop(self, timeout: float = 120.0) -> int | None:
-        """SIGTERM: the child finishes its training step, checkpoints and frees its leases.
-        Killed if it has not exited after `timeout` seconds. Returns its exit code."""
+        """SIGTERM: the child ends its step after the episode it is learning from,
+        checkpoints and frees its leases. Killed if it has not exited after `timeout`
+        seconds. Returns its exit code."""
         with self._lock:
             self._stopping.set()
             process = self.process

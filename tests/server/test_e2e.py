@@ -137,7 +137,7 @@ def _play_the_run(service: Service) -> None:
     assert all(b > a for a, b in itertools.pairwise(versions[1:])), versions
     assert len(runner.policies) >= 3
 
-    # Stop: the trainer finishes its step, checkpoints, frees the run.
+    # Stop: the trainer ends its step, checkpoints, frees the run.
     wait_until(lambda: client.get(f"/api/v1/runs/{run['id']}").json()["episodes_learned"] == 6,
           "all episodes learnt")
     assert client.post(f"/api/v1/runs/{run['id']}/stop", headers=ADMIN_AUTH).is_success

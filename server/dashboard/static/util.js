@@ -270,7 +270,8 @@ export async function runAction(run, action) {
   const texts = {
     start: ["Start", `Start run “${run.name}”? A trainer picks it up and runners get ` +
       "assignments (it resumes from its last checkpoint)."],
-    stop: ["Stop", `Stop run “${run.name}”? The trainer finishes its step and checkpoints; ` +
+    stop: ["Stop", `Stop run “${run.name}”? The trainer ends its step after the episode it ` +
+      "is learning from and checkpoints; " +
       "runners get no new assignments. The run can be started again."],
   };
   const [label, text] = texts[action];
