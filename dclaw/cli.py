@@ -328,10 +328,16 @@ def report(
 
     from learner.report import (
         calibration_table,
+        differences,
+        differences_table,
         gate_calibration,
         load_run,
         markdown_table,
+        per_seed,
+        per_seed_table,
         plot_comparison,
+        policy_outcomes,
+        policy_outcomes_table,
         summarize,
     )
 
@@ -340,7 +346,11 @@ def report(
         raise typer.BadParameter(f"no episodes.jsonl in {', '.join(missing)}", param_hint="RUNS")
     loaded = [load_run(r) for r in runs]
     n, rows = summarize(loaded)
-    table = markdown_table(n, rows)
+    table = markdown_table(n, rows) + "\n\n" + per_seed_table(per_seed(loaded, n))
+    if diffs := differences(loaded, n):
+        table += "\n\n" + differences_table(diffs)
+    if outcomes := policy_outcomes(loaded, n):
+        table += "\n\n" + policy_outcomes_table(outcomes, n)
     if calibration := gate_calibration(loaded, n):
         table += "\n\n" + calibration_table(calibration)
     out.mkdir(parents=True, exist_ok=True)

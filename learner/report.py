@@ -116,6 +116,98 @@ def markdown_table(n: int, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def first_window(success: np.ndarray, rate: float = 0.9) -> int | None:
+    """The first episode that ends a FINAL_WINDOW-episode window with at least `rate` success
+    (the issue's bar, met once), or None."""
+    need = int(np.ceil(rate * FINAL_WINDOW))
+    counts = np.convolve(success.astype(int), np.ones(FINAL_WINDOW, int), "valid")
+    hits = np.flatnonzero(counts >= need)
+    return int(hits[0]) + FINAL_WINDOW - 1 if hits.size else None
+
+
+def per_seed(runs: list[Run], n: int) -> list[dict]:
+    """One row per run, over its first n episodes: the figures the summary averages."""
+    rows = []
+    for run in sorted(runs, key=lambda r: (list(COLORS).index(r.algorithm)
+                                           if r.algorithm in COLORS else 9, r.seed)):
+        success = run.success[:n]
+        first = np.flatnonzero(success)
+        rows.append({
+            "algorithm": run.algorithm, "seed": run.seed,
+            "mean_return": float(run.returns[:n].mean()),
+            "final_successes": int(success[max(0, n - FINAL_WINDOW):].sum()),
+            "first_success": int(first[0]) if first.size else None,
+            "first_90": first_window(success),
+            "mf_fraction": float(run.is_mf[:n].mean()),
+        })
+    return rows
+
+
+def per_seed_table(rows: list[dict]) -> str:
+    lines = [f"Per run: final = successes in the last {FINAL_WINDOW}; ≥ 90% = the episode that "
+             f"ends the first {FINAL_WINDOW}-episode window with ≥ 90% success.", "",
+             "| algorithm | seed | mean return | final | first success | ≥ 90% at | MF |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['algorithm']} | {r['seed']} | {r['mean_return']:.1f} | "
+              f"{r['final_successes']}/{FINAL_WINDOW} | "
+              f"{'-' if r['first_success'] is None else r['first_success']} | "
+              f"{'-' if r['first_90'] is None else r['first_90']} | "
+              f"{100 * r['mf_fraction']:.0f}% |" for r in rows]
+    return "\n".join(lines)
+
+
+def differences(runs: list[Run], n: int) -> list[dict]:
+    """Unified RL's mean return over training minus each other algorithm's, with Welch's 95%
+    confidence interval over seeds (the issue's bar: unified at least as good as the better
+    of SAC and MBRL). Only where both sides have two runs or more."""
+    means: dict[str, list[float]] = defaultdict(list)
+    for run in runs:
+        means[run.algorithm].append(float(run.returns[:n].mean()))
+    rows = []
+    for other in sorted(set(means) - {"unified"}):
+        if len(means["unified"]) < 2 or len(means[other]) < 2:
+            continue
+        test = stats.ttest_ind(means["unified"], means[other], equal_var=False)
+        low, high = test.confidence_interval(0.95)
+        rows.append({"other": other, "difference": float(np.mean(means["unified"])
+                                                           - np.mean(means[other])),
+                     "low": float(low), "high": float(high), "p": float(test.pvalue)})
+    return rows
+
+
+def differences_table(rows: list[dict]) -> str:
+    lines = ["Unified RL minus each other algorithm: mean return over training (Welch's t, 95% "
+             "CI over seeds).", "", "| unified minus | difference | 95% CI | p |",
+             "| --- | --- | --- | --- |"]
+    lines += [f"| {r['other']} | {r['difference']:+.1f} | {r['low']:+.1f} to {r['high']:+.1f} | "
+              f"{r['p']:.2f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def policy_outcomes(runs: list[Run], n: int) -> list[dict]:
+    """Within Unified RL runs, the episodes each policy ran in the second half of the first n:
+    how often each succeeded and its mean return. MB episodes that fare worse than the MF
+    episodes around them are what the gate's MB choices cost."""
+    rows = []
+    for run in sorted((r for r in runs if r.algorithm == "unified"), key=lambda r: r.seed):
+        half = slice(n // 2, n)
+        for kind, picked in (("mb", ~run.is_mf[half]), ("mf", run.is_mf[half])):
+            if picked.any():
+                rows.append({"seed": run.seed, "kind": kind, "episodes": int(picked.sum()),
+                             "success": float(run.success[half][picked].mean()),
+                             "mean_return": float(run.returns[half][picked].mean())})
+    return rows
+
+
+def policy_outcomes_table(rows: list[dict], n: int) -> str:
+    lines = [f"Unified RL: the episodes each policy ran in episodes {n // 2}-{n - 1}.", "",
+             "| seed | policy | episodes | success | mean return |",
+             "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['seed']} | {r['kind'].upper()} | {r['episodes']} | "
+              f"{100 * r['success']:.0f}% | {r['mean_return']:.1f} |" for r in rows]
+    return "\n".join(lines)
+
+
 def gate_calibration(runs: list[Run], n: int) -> list[dict]:
     """How far the model's estimate of each episode's policy was from what it really scored.
 
