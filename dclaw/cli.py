@@ -338,6 +338,8 @@ def report(
         plot_comparison,
         policy_outcomes,
         policy_outcomes_table,
+        posterior_check,
+        posterior_check_table,
         summarize,
     )
 
@@ -353,6 +355,8 @@ def report(
         table += "\n\n" + policy_outcomes_table(outcomes, n)
     if calibration := gate_calibration(loaded, n):
         table += "\n\n" + calibration_table(calibration)
+    if checks := posterior_check(loaded, n):
+        table += "\n\n" + posterior_check_table(checks)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(table + "\n")
     plot_comparison(loaded, n, out / "comparison.png")

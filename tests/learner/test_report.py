@@ -15,6 +15,7 @@ from learner.report import (
     per_seed,
     per_seed_table,
     policy_outcomes,
+    posterior_check,
 )
 
 NAN = float("nan")
@@ -83,3 +84,13 @@ def test_policy_outcomes_split_the_second_half_by_the_policy_that_ran():
         {"seed": 2, "kind": "mb", "episodes": 1, "success": 0.0, "mean_return": -300.0},
         {"seed": 2, "kind": "mf", "episodes": 2, "success": 1.0, "mean_return": 200.0},
     ]
+
+
+def test_posterior_check_compares_recent_real_mf_returns_with_every_masks_estimate():
+    # MF returns -600, -500 (mean of the last 2: -550 at episode 2, -450 at 3 and 4).
+    run = _run("unified", [-600, -500, -400, -700, -300], [True, True, True, False, True],
+               [NAN] * 5, seed=1)
+    run.mf_max_estimate = np.array([NAN, NAN, -560.0, -400.0, -500.0])
+    # Episode 2: -550 > -560 (outside); 3 (MB): -450 < -400 (inside); 4: -450 > -500.
+    assert posterior_check([run], n=5, recent=2) == [
+        {"seed": 1, "calls": 3, "above": 2 / 3, "mb_calls": 1, "mb_above": 0}]
