@@ -64,6 +64,8 @@ class UnifiedAgent:
             self.mb = MBPolicyLearner(c.obs_dim, c.act_dim, c.mb_policy, c.gamma, self.device)
         self.versions = {MF: 0, MB: 0}
         self.recent_choices: deque[str] = deque(maxlen=max(1, c.gate.mf_every))
+        # Real returns of the latest MF episodes, for the gate's optional posterior check.
+        self.recent_mf_returns: deque[float] = deque(maxlen=max(1, c.gate.posterior_check_episodes))
         self.episodes_seen = 0
 
     @property
@@ -80,11 +82,16 @@ class UnifiedAgent:
 
     # -- Alg. 1, lines 3-4 and 14 ---------------------------------------------------------------
     def observe_episode(
-        self, obs: Any, actions: Any, rewards: Any, terminated: bool = False
+        self, obs: Any, actions: Any, rewards: Any, terminated: bool = False,
+        policy_kind: str | None = None,
     ) -> dict[str, float]:
         """Adds one episode (obs (T+1, obs_dim), actions (T, act_dim), rewards (T,)) and runs
-        this episode's updates; returns losses and timings (empty of losses during warm-up)."""
+        this episode's updates; returns losses and timings (empty of losses during warm-up).
+        `policy_kind` is the policy that ran it; None: the latest decision's choice."""
         self.buffer.add_episode(obs, actions, rewards, terminated)
+        kind = policy_kind or (self.recent_choices[-1] if self.recent_choices else MF)
+        if kind == MF:
+            self.recent_mf_returns.append(float(np.asarray(rewards, dtype=np.float64).sum()))
         self.episodes_seen += 1
         stats: dict[str, float] = {"buffer/episodes": float(len(self.buffer))}
         if not self.learning_started:
@@ -144,6 +151,7 @@ class UnifiedAgent:
                 recent_choices=list(self.recent_choices),
                 versions=versions,
                 generator=self.generator,
+                recent_mf_returns=list(self.recent_mf_returns),
             )
         self.recent_choices.append(record.choice)
         log.debug("episode %d: run %s (%s)", self.episodes_seen, record.choice, record.reason)
@@ -172,6 +180,7 @@ class UnifiedAgent:
             "sac": self.sac.state_dict(),
             "versions": dict(self.versions),
             "recent_choices": list(self.recent_choices),
+            "recent_mf_returns": list(self.recent_mf_returns),
             "episodes_seen": self.episodes_seen,
             "generator": self.generator.get_state(),
         }
@@ -187,6 +196,8 @@ class UnifiedAgent:
         self.versions = dict(state["versions"])
         self.recent_choices.clear()
         self.recent_choices.extend(state["recent_choices"])
+        self.recent_mf_returns.clear()  # checkpoints from before the posterior check: none
+        self.recent_mf_returns.extend(state.get("recent_mf_returns", []))
         self.episodes_seen = int(state["episodes_seen"])
         self.generator.set_state(state["generator"])
         if self.model is not None and self.model_trainer is not None and self.mb is not None:

@@ -103,6 +103,13 @@ class GateConfig:
     # AVX512-BF16 or AMX); returns are still summed in float32. "auto": bfloat16 on such CPUs,
     # float32 elsewhere (learner.gate.resolve_compute_dtype).
     compute_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    # Not in the paper (off by default): before the EPS test rules MF out, check that the
+    # model's posterior covers what the MF policy really scores. If the mean real return of the
+    # last `posterior_check_episodes` MF episodes lies above every mask's J-hat(MF | w_i), the
+    # masks do not span the model's error and MF runs (reason "model-check"). Why: on the sim
+    # the model underrates MF by hundreds while MB episodes fail (docs/BENCHMARKS.md).
+    posterior_check: bool = False
+    posterior_check_episodes: int = 5
 
 
 @dataclass(frozen=True)

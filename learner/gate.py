@@ -24,7 +24,7 @@ from learner.imagination import Policy, imagine
 log = logging.getLogger(__name__)
 
 MF, MB = "mf", "mb"
-REASONS = ("eps", "forced-mf", "warm-up", "ablation")
+REASONS = ("eps", "forced-mf", "model-check", "warm-up", "ablation")
 
 
 @dataclass
@@ -32,7 +32,7 @@ class GateRecord:
     """One decision, as stored and shown: the choice, why, and the evidence."""
 
     choice: str  # "mf" | "mb"
-    reason: str  # "eps" | "forced-mf" | "warm-up" | "ablation"
+    reason: str  # "eps" | "forced-mf" | "model-check" | "warm-up" | "ablation"
     num_masks: int = 0  # K
     rollouts_per_mask: int = 0  # M
     horizon: int = 0  # T
@@ -66,6 +66,17 @@ def must_force_mf(recent_choices: Sequence[str], mf_every: int) -> bool:
     """A.2.5: if the last `mf_every - 1` episodes all ran MB, the next one runs MF."""
     window = mf_every - 1
     return len(recent_choices) >= window and all(c == MB for c in recent_choices[-window:])
+
+
+def posterior_misses_mf(j_mf: torch.Tensor, recent_mf_returns: Sequence[float],
+                        episodes: int) -> bool:
+    """True when the mean real return of the last `episodes` MF episodes lies above every
+    mask's J-hat(MF | w_i): the model's posterior does not cover the MF policy's real return,
+    so it cannot prove MF suboptimal (GateConfig.posterior_check; not in the paper)."""
+    if len(recent_mf_returns) < episodes:
+        return False
+    real = sum(recent_mf_returns[-episodes:]) / episodes
+    return bool(real > float(j_mf.max()))
 
 
 def estimate_returns(
@@ -109,15 +120,21 @@ def decide(
     recent_choices: Sequence[str] = (),
     versions: tuple[int, int] = (0, 0),
     generator: torch.Generator | None = None,
+    recent_mf_returns: Sequence[float] = (),
 ) -> GateRecord:
     """Runs the EPS test and the one-in-ten rule. `recent_choices` are the choices of the
-    latest episodes, oldest first; `versions` are (MB, MF) policy versions, for the record."""
+    latest episodes, oldest first; `versions` are (MB, MF) policy versions, for the record;
+    `recent_mf_returns` the real returns of the latest MF episodes, oldest first (used only
+    with `config.posterior_check`)."""
     start = time.perf_counter()
     j_mb, j_mf = estimate_returns(model, mb_policy, mf_policy, initial_obs, config, generator)
     eps_choice = MB if mb_dominates(j_mb, j_mf) else MF
     choice, reason = eps_choice, "eps"
     if eps_choice == MB and must_force_mf(recent_choices, config.mf_every):
         choice, reason = MF, "forced-mf"
+    elif eps_choice == MB and config.posterior_check and posterior_misses_mf(
+            j_mf, recent_mf_returns, config.posterior_check_episodes):
+        choice, reason = MF, "model-check"
     record = GateRecord(
         choice=choice,
         reason=reason,

@@ -89,7 +89,8 @@ def train(
             episode = run_episode(env, agent, record.choice, seed=config.seed * 100_000 + index)
             start = time.perf_counter()
             stats = agent.observe_episode(
-                episode.obs, episode.actions, episode.rewards, episode.terminated
+                episode.obs, episode.actions, episode.rewards, episode.terminated,
+                policy_kind=record.choice,
             )
             learn_seconds = time.perf_counter() - start
             row = _row(index, episode, record.to_dict(), stats, learn_seconds)

@@ -125,12 +125,13 @@ class RunTrainer:
             rows = episodes_repo.episodes_to_learn(
                 session, run_id=self.run_id, from_index=agent.episodes_seen,
                 limit=self.settings.trainer_batch_episodes)
-            batch = [(row.id, episodes_repo.episode_arrays(row)) for row in rows]
+            batch = [(row.id, row.policy_kind, episodes_repo.episode_arrays(row))
+                     for row in rows]
         if not batch and not self.needs_decision:
             return 0
         learnt = []
-        for episode_id, data in batch:
-            learnt.append(self._learn_one(episode_id, data))
+        for episode_id, kind, data in batch:
+            learnt.append(self._learn_one(episode_id, kind, data))
             if interrupted():
                 break
         record = _json_safe(agent.decide().to_dict())
@@ -158,11 +159,13 @@ class RunTrainer:
             self.checkpoint()
         return len(learnt)
 
-    def _learn_one(self, episode_id: int, data: episodes_repo.EpisodeArrays) -> Learnt:
+    def _learn_one(self, episode_id: int, kind: str,
+                   data: episodes_repo.EpisodeArrays) -> Learnt:
         agent = self.agent
         assert agent is not None
         start = time.perf_counter()
-        stats = agent.observe_episode(data.observations, data.actions, data.rewards)
+        stats = agent.observe_episode(data.observations, data.actions, data.rewards,
+                                      policy_kind=kind)
         seconds = time.perf_counter() - start
         self.metrics.learn_seconds.observe(seconds)
         return Learnt(episode_id, agent.episodes_seen - 1, seconds,

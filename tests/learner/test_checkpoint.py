@@ -80,6 +80,9 @@ def test_checkpoint_restores_buffer_config_counters_and_numpy_rng(tmp_path):
     assert len(restored.buffer) == 3 and restored.episodes_seen == 3
     torch.testing.assert_close(restored.buffer.all_trajectories().obs,
                                agent.buffer.all_trajectories().obs)
+    # Warm-up episodes run MF: their real returns are what the posterior check compares.
+    assert list(restored.recent_mf_returns) == [
+        pytest.approx(float(episode(seed)[2].sum())) for seed in range(3)]
 
 
 def test_an_unknown_checkpoint_version_is_refused():

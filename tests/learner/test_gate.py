@@ -9,7 +9,14 @@ import torch
 from learner import gate
 from learner.config import DynamicsConfig, GateConfig
 from learner.dynamics import DynamicsModel
-from learner.gate import GateRecord, decide, mb_dominates, must_force_mf, resolve_compute_dtype
+from learner.gate import (
+    GateRecord,
+    decide,
+    mb_dominates,
+    must_force_mf,
+    posterior_misses_mf,
+    resolve_compute_dtype,
+)
 from learner.networks import TanhGaussianPolicy
 
 OBS, ACT, T = 3, 2, 5
@@ -195,3 +202,27 @@ def test_the_gate_estimates_with_folded_policies_what_it_would_with_the_original
     originals = estimates()
     for got, expected in zip(folded, originals, strict=True):
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("recent", "misses"), [
+    ([-9.0, 1.0, 2.0, 3.0], True),  # the last three average 2.0, above every mask's 1.5
+    ([1.0, 1.0, 2.0], False),  # 4/3: inside the masks' range
+    ([1.5, 1.5, 1.5], False),  # equal to the highest: not outside
+    ([5.0, 5.0], False),  # too few MF episodes yet
+])
+def test_posterior_misses_mf_when_recent_real_returns_beat_every_mask(recent, misses):
+    assert posterior_misses_mf(torch.tensor([-3.0, 0.5, 1.5]), recent, episodes=3) is misses
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_the_posterior_check_keeps_mf_only_when_asked_and_the_model_misses_it(check):
+    # Every mask favours MB (J-hat(MF | w_i) = -2.5 each); the MF episodes really scored 0.
+    config = GateConfig(num_masks=3, rollouts_per_mask=2, horizon=T, posterior_check=check,
+                        posterior_check_episodes=2)
+    record = decide(SignModel([1, 1, 1]), MB_POLICY, MF_POLICY, INIT, config,
+                    recent_mf_returns=[0.0, 0.0])
+    assert record.eps_choice == "mb"
+    assert (record.choice, record.reason) == (("mf", "model-check") if check else ("mb", "eps"))
+    inside = decide(SignModel([1, 1, 1]), MB_POLICY, MF_POLICY, INIT, config,
+                    recent_mf_returns=[-3.0, -3.0])  # within reach of the masks' -2.5
+    assert (inside.choice, inside.reason) == ("mb", "eps")
