@@ -156,8 +156,8 @@ def decide(
 
 def _folded(policy: Policy, compute_dtype: str) -> Policy:
     """The policy with its tanh layers folded into sigmoids, weights in the compute dtype
-    (`SigmoidFoldedPolicy`: the same function, a third less time for the MB policy here);
-    a policy without that form as it is."""
+    (`SigmoidFoldedPolicy`: the same function; the MB policy alone in 0.83x the time in
+    float32 here, a decision 0.97x in bfloat16); a policy without that form as it is."""
     fold = getattr(policy, "folded", None)
     return policy if fold is None else fold(getattr(torch, compute_dtype))
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from learner.agent import UnifiedAgent
 from learner.checkpoint import load_checkpoint, save_checkpoint
-from learner.config import AgentConfig, config_to_dict
+from learner.config import AgentConfig, config_from_dict, config_to_dict
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,9 @@ def _resume_or_start(config: AgentConfig, out: Path, preset: str) -> tuple[Unifi
         run_file.write_text(json.dumps(meta, indent=2))
         return UnifiedAgent(config), 0
     saved = json.loads(run_file.read_text())
-    if saved["config"] != json.loads(json.dumps(config_to_dict(config))):
+    # Through config_from_dict: settings added since the run began take their defaults.
+    saved_config = config_to_dict(config_from_dict(saved["config"]))
+    if json.loads(json.dumps(saved_config)) != json.loads(json.dumps(config_to_dict(config))):
         raise ValueError(f"{out} holds a run with another configuration; use a new --out")
     agent = load_checkpoint(ckpt)
     done = agent.episodes_seen

@@ -42,6 +42,10 @@ def test_train_writes_records_checkpoint_and_curve_then_resumes(dclaw_cmd, tmp_p
     assert (out / "checkpoint.pt").exists()
     assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
 
+    # A run begun before a setting existed resumes, the setting at its default.
+    meta = json.loads((out / "run.json").read_text())
+    del meta["config"]["gate"]["posterior_check"]
+    (out / "run.json").write_text(json.dumps(meta))
     again = _train(dclaw_cmd, out, "unified", 6)
     assert again.returncode == 0, again.stderr
     assert [r["episode"] for r in _rows(out)] == list(range(6))  # resumed, nothing repeated
