@@ -351,7 +351,7 @@ def main() -> None:
               f"failures {len(failures)}" + (f" (first: {failures[0]})" if failures else ""))
         lat = assignments(base, run_id, args.assignments)
         if lat:
-                print(f"assignments (ready, one client, sequential): {len(lat)} requests, "
+            print(f"assignments (ready, one client, sequential): {len(lat)} requests, "
                   f"p50 {1000 * statistics.median(lat):.1f} ms, "
                   f"p99 {1000 * percentile(lat, 99):.1f} ms")
     finally:

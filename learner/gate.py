@@ -68,15 +68,16 @@ def must_force_mf(recent_choices: Sequence[str], mf_every: int) -> bool:
     return len(recent_choices) >= window and all(c == MB for c in recent_choices[-window:])
 
 
-def posterior_misses_mf(j_mf: torch.Tensor, recent_mf_returns: Sequence[float],
-                        episodes: int) -> bool:
+def posterior_misses_mf(j_mf: torch.Tensor | Sequence[float],
+                        recent_mf_returns: Sequence[float], episodes: int) -> bool:
     """True when the mean real return of the last `episodes` MF episodes lies above every
     mask's J-hat(MF | w_i): the model's posterior does not cover the MF policy's real return,
-    so it cannot prove MF suboptimal (GateConfig.posterior_check; not in the paper)."""
+    so it cannot prove MF suboptimal (GateConfig.posterior_check; not in the paper). Also
+    `dclaw report`'s count of how often that held."""
     if len(recent_mf_returns) < episodes:
         return False
     real = sum(recent_mf_returns[-episodes:]) / episodes
-    return bool(real > float(j_mf.max()))
+    return bool(real > float(torch.as_tensor(j_mf).max()))
 
 
 def estimate_returns(

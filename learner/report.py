@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from scipy import stats
 
+from learner.config import GateConfig
+from learner.gate import posterior_misses_mf
 from learner.offline import read_episodes, read_run
 
 COLORS = {"unified": "tab:purple", "sac": "tab:blue", "mbrl": "tab:orange"}
@@ -41,7 +43,7 @@ class Run:
     # J-hat(kind | w_i)); NaN where the gate did not estimate (warm-up, ablations).
     estimated: np.ndarray
     # The highest of the K masks' J-hat(MF | w_i) at each episode's decision; NaN as above.
-    mf_max_estimate: np.ndarray | None = None
+    mf_max_estimate: np.ndarray
 
 
 def load_run(path: Path) -> Run:
@@ -212,7 +214,8 @@ def policy_outcomes_table(rows: list[dict], n: int) -> str:
     return "\n".join(lines)
 
 
-def posterior_check(runs: list[Run], n: int, recent: int = 5) -> list[dict]:
+def posterior_check(runs: list[Run], n: int,
+                    recent: int = GateConfig.posterior_check_episodes) -> list[dict]:
     """Does the model's posterior cover the MF policy's real return? Per unified run, over the
     gate calls (of the first n episodes) with at least `recent` MF episodes before them: how
     often the mean real return of the last `recent` MF episodes lay above every mask's
@@ -222,13 +225,11 @@ def posterior_check(runs: list[Run], n: int, recent: int = 5) -> list[dict]:
     on a model the MF episodes have already contradicted."""
     rows = []
     for run in sorted((r for r in runs if r.algorithm == "unified"), key=lambda r: r.seed):
-        if run.mf_max_estimate is None:
-            continue
         mf_returns: list[float] = []
         calls = above = mb_calls = mb_above = 0
         for i in range(min(n, len(run.returns))):
             if len(mf_returns) >= recent and not np.isnan(run.mf_max_estimate[i]):
-                outside = float(np.mean(mf_returns[-recent:])) > run.mf_max_estimate[i]
+                outside = posterior_misses_mf([run.mf_max_estimate[i]], mf_returns, recent)
                 calls, above = calls + 1, above + outside
                 if not run.is_mf[i]:
                     mb_calls, mb_above = mb_calls + 1, mb_above + outside
@@ -240,7 +241,8 @@ def posterior_check(runs: list[Run], n: int, recent: int = 5) -> list[dict]:
     return rows
 
 
-def posterior_check_table(rows: list[dict], recent: int = 5) -> str:
+def posterior_check_table(rows: list[dict],
+                          recent: int = GateConfig.posterior_check_episodes) -> str:
     lines = [f"Unified RL: gate calls where the mean real return of the last {recent} MF "
              "episodes lay above every mask's estimate of the MF policy.", "",
              "| seed | gate calls | real MF above every mask | MB choices | of them, above |",

@@ -25,7 +25,8 @@ def _run(algorithm, returns, is_mf, estimated, success=None, seed=0):
     n = len(returns)
     success = np.zeros(n, bool) if success is None else np.array(success, bool)
     return Run(Path("."), algorithm, seed, "cpu-small", np.array(returns, dtype=float),
-               success, np.array(is_mf), np.zeros(n), np.array(estimated, dtype=float))
+               success, np.array(is_mf), np.zeros(n), np.array(estimated, dtype=float),
+               np.full(n, NAN))
 
 
 def test_calibration_splits_by_the_policy_that_ran_and_skips_unestimated_episodes():
