@@ -100,3 +100,23 @@ def test_gate_and_policy_training_use_the_episode_length_as_horizon():
     assert agent.mb.config.horizon == T
     record = run(agent, 3)[0][-1]
     assert record.horizon == T
+
+
+def test_the_posterior_check_uses_the_real_returns_of_mf_episodes_only(monkeypatch):
+    # Every mask favours MB (estimates MB 1, MF 0), but the MF episodes really scored 6 (T
+    # rewards of 1): with the check, MF keeps running ("model-check"); without it, MB runs.
+    k = 8
+    monkeypatch.setattr(gate, "estimate_returns",
+                        lambda *a, **kw: (torch.ones(k), torch.zeros(k)))
+    obs, actions = np.zeros((T + 1, OBS)), np.zeros((T, ACT))
+    for check in (True, False):
+        agent = small_agent(gate__posterior_check=check, gate__posterior_check_episodes=2)
+        agent.observe_episode(obs, actions, np.ones(T), policy_kind="mf")
+        agent.observe_episode(obs, actions, np.full(T, -50.0), policy_kind="mb")  # not MF's
+        assert list(agent.recent_mf_returns) == [6.0]  # one MF episode: too few to judge
+        record = agent.decide()
+        assert (record.choice, record.reason) == ("mb", "eps")
+        agent.observe_episode(obs, actions, np.ones(T), policy_kind="mf")
+        record = agent.decide()
+        assert (record.choice, record.reason) == (("mf", "model-check") if check else ("mb", "eps"))
+        assert record.eps_choice == "mb"
