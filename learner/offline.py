@@ -137,13 +137,28 @@ def _resume_or_start(config: AgentConfig, out: Path, preset: str) -> tuple[Unifi
     saved = json.loads(run_file.read_text())
     # Through config_from_dict: settings added since the run began take their defaults.
     saved_config = config_to_dict(config_from_dict(saved["config"]))
-    if json.loads(json.dumps(saved_config)) != json.loads(json.dumps(config_to_dict(config))):
-        raise ValueError(f"{out} holds a run with another configuration; use a new --out")
+    differs = _differences(saved_config, config_to_dict(config))
+    if differs:
+        raise ValueError(
+            f"{out} holds a run with another configuration ({'; '.join(differs)}); resume it "
+            "with the run's values (e.g. --set NAME=VALUE) or use a new --out")
     agent = load_checkpoint(ckpt)
     done = agent.episodes_seen
     _truncate_log(out / EPISODES_FILE, done)
     log.info("resuming %s at episode %d", out, done)
     return agent, done
+
+
+def _differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """'name: run V, now W' for each setting that differs, nested ones as section__field (the
+    `--set` spelling), compared as JSON (tuples and lists alike)."""
+    def flat(config: dict[str, Any]) -> dict[str, Any]:
+        return {f"{key}__{k}" if isinstance(value, dict) else key: v
+                for key, value in json.loads(json.dumps(config)).items()
+                for k, v in (value.items() if isinstance(value, dict) else [(key, value)])}
+    old, new = flat(saved), flat(now)
+    return [f"{name}: run {json.dumps(old.get(name))}, now {json.dumps(new.get(name))}"
+            for name in sorted(old.keys() | new.keys()) if old.get(name) != new.get(name)]
 
 
 def _truncate_log(path: Path, keep: int) -> None:

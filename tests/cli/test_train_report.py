@@ -12,10 +12,10 @@ TRAIN = ["train", "--preset", "cpu-small", "--no-progress", "--checkpoint-every"
          *(arg for k, v in TINY.items() for arg in ("--set", f"{k}={v}"))]
 
 
-def _train(dclaw_cmd, out, algo, episodes, seed=0):
+def _train(dclaw_cmd, out, algo, episodes, seed=0, extra=()):
     return subprocess.run(
         [*dclaw_cmd, *TRAIN, "--algo", algo, "--episodes", str(episodes), "--seed", str(seed),
-         "--out", str(out)],
+         "--out", str(out), *extra],
         capture_output=True, text=True, timeout=300,
     )
 
@@ -36,17 +36,21 @@ def test_train_writes_records_checkpoint_and_curve_then_resumes(dclaw_cmd, tmp_p
     )
     assert rows[0]["reason"] == "warm-up"
     # After the warm-up the gate itself decides, with K pairs of estimates on record.
-    gated = [r for r in rows if r["reason"] in ("eps", "forced-mf")]
+    gated = [r for r in rows if r["reason"] in ("eps", "forced-mf", "model-check")]
     assert gated, [r["reason"] for r in rows]
     assert len(gated[0]["gate"]["j_mb"]) == gated[0]["gate"]["num_masks"] > 0
     assert (out / "checkpoint.pt").exists()
     assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
 
-    # A run begun before a setting existed resumes, the setting at its default.
+    # A run begun before a setting existed takes the setting's default (off), which cpu-small
+    # has since changed: the refusal names it, and the run resumes with its own value.
     meta = json.loads((out / "run.json").read_text())
     del meta["config"]["gate"]["posterior_check"]
     (out / "run.json").write_text(json.dumps(meta))
-    again = _train(dclaw_cmd, out, "unified", 6)
+    refused = _train(dclaw_cmd, out, "unified", 6)
+    assert refused.returncode == 2
+    assert "gate__posterior_check: run false, now true" in refused.stderr
+    again = _train(dclaw_cmd, out, "unified", 6, extra=("--set", "gate__posterior_check=false"))
     assert again.returncode == 0, again.stderr
     assert [r["episode"] for r in _rows(out)] == list(range(6))  # resumed, nothing repeated
 
@@ -83,6 +87,7 @@ def test_train_refuses_an_unknown_preset_and_a_changed_config(dclaw_cmd, tmp_pat
     assert _train(dclaw_cmd, tmp_path / "run", "sac", 1, seed=0).returncode == 0
     changed = _train(dclaw_cmd, tmp_path / "run", "sac", 2, seed=1)
     assert changed.returncode == 2 and "another configuration" in changed.stderr
+    assert "seed: run 0, now 1" in changed.stderr
     assert len(_rows(tmp_path / "run")) == 1  # the first run's record is untouched
 
 
