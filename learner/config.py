@@ -213,6 +213,22 @@ def config_to_dict(config: AgentConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def flat_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """A `config_to_dict` dict with nested fields named as `make_config` and `--set` take them
+    (`section__field`).
+
+    >>> flat_settings({"seed": 0, "gate": {"num_masks": 50}})
+    {'seed': 0, 'gate__num_masks': 50}
+    """
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}__{name}": v for name, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
 def config_from_dict(data: dict[str, Any]) -> AgentConfig:
     """Inverse of `config_to_dict`; lists become tuples again."""
     sections = {"sac": SACConfig, "dynamics": DynamicsConfig, "mb_policy": MBPolicyConfig,

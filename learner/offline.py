@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from learner.agent import UnifiedAgent
 from learner.checkpoint import load_checkpoint, save_checkpoint
-from learner.config import AgentConfig, config_from_dict, config_to_dict
+from learner.config import AgentConfig, config_from_dict, config_to_dict, flat_settings
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +150,9 @@ def _resume_or_start(config: AgentConfig, out: Path, preset: str) -> tuple[Unifi
 
 
 def _differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """'name: run V, now W' for each setting that differs, nested ones as section__field (the
-    `--set` spelling), compared as JSON (tuples and lists alike)."""
-    def flat(config: dict[str, Any]) -> dict[str, Any]:
-        return {f"{key}__{k}" if isinstance(value, dict) else key: v
-                for key, value in json.loads(json.dumps(config)).items()
-                for k, v in (value.items() if isinstance(value, dict) else [(key, value)])}
-    old, new = flat(saved), flat(now)
+    """'name: run V, now W' for each setting that differs, in the `--set` spelling, compared
+    as JSON (tuples and lists alike)."""
+    old, new = (flat_settings(json.loads(json.dumps(c))) for c in (saved, now))
     return [f"{name}: run {json.dumps(old.get(name))}, now {json.dumps(new.get(name))}"
             for name in sorted(old.keys() | new.keys()) if old.get(name) != new.get(name)]
 
