@@ -20,7 +20,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server import dashboard, migrate
 from server.api import assignments, episodes, events, health, learning, policies, runners, runs
 from server.dashboard import api as dashboard_api
-from server.db import make_engine, make_session_factory
+from server.db import (
+    make_async_engine,
+    make_async_session_factory,
+    make_engine,
+    make_session_factory,
+)
 from server.errors import NotReady, Refused, ServiceError
 from server.metrics import RequestMetricsMiddleware, ServiceMetrics
 from server.settings import Settings, get_settings
@@ -43,6 +48,10 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
         if check_schema:
             migrate.check_schema(engine)  # refuses to start on an old schema
         app.state.trainer = None
+        # Made here, on the loop that serves: asyncio connections belong to their loop.
+        async_engine = make_async_engine(settings.database_url)
+        if async_engine is not None:
+            app.state.async_session_factory = make_async_session_factory(async_engine)
         if settings.trainer:
             app.state.trainer = TrainerProcess(settings)
             app.state.trainer.start()
@@ -56,6 +65,9 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
         finally:
             if app.state.trainer is not None:
                 await run_in_threadpool(app.state.trainer.stop)
+            app.state.async_session_factory = None
+            if async_engine is not None:
+                await async_engine.dispose()
             engine.dispose()
 
     app = FastAPI(
@@ -68,6 +80,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
+    app.state.async_session_factory = None  # set for PostgreSQL while the app runs (lifespan)
     app.state.metrics = metrics
     app.state.trainer = None
     # The dashboard's aggregates first: their literal paths would otherwise be taken for ids.

@@ -1,4 +1,5 @@
-"""Engine and sessions. SQLite gets WAL, a busy timeout and foreign keys; PostgreSQL a pool."""
+"""Engine and sessions. SQLite gets WAL, a busy timeout and foreign keys; PostgreSQL a pool, and
+for the API's hot routes an asyncio engine beside it (`make_async_engine`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -18,6 +25,22 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def make_async_engine(url: str, *, pool_size: int = 20) -> AsyncEngine | None:
+    """PostgreSQL through psycopg's asyncio interface, for routes that await their database work
+    on the event loop (`server.deps.Transaction`): 16 uploads in flight then cost no worker
+    threads taking turns at the GIL (measured in docs/BENCHMARKS.md, ingest). None for SQLite,
+    whose one writer at a time gains nothing from it; those routes use worker threads.
+    Its connections belong to the event loop that opens them: make it inside that loop."""
+    if url.startswith("sqlite"):
+        return None
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size,
+                               pool_pre_ping=True)
+
+
+def make_async_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -10,6 +10,7 @@ import pytest
 from server_testkit import ADMIN_AUTH, RUNNER_AUTH, create_run, episode_body, store_decision, upload
 from sqlalchemy import func, select
 
+from server.db import make_async_engine, make_async_session_factory
 from server.deps import Transaction
 from server.models import GateDecision
 from server.repository import learning
@@ -213,9 +214,10 @@ def test_concurrent_uploads_none_lost_retries_once(client, run):
     assert _count(client, run["id"]) == len(bodies)
 
 
-def test_transaction_commits_or_rolls_back(factory, run):
+def test_transaction_commits_or_rolls_back(factory, settings, run):
     """`TransactionDep`'s unit of work: committed when the work returns, rolled back when it
-    raises (the route's 4xx answers store nothing)."""
+    raises (the route's 4xx answers store nothing), on a worker thread and, on PostgreSQL,
+    through the asyncio engine on the event loop."""
     def decide(session, *, fail: bool) -> int:
         decision = learning.add_decision(session, run_id=run["id"], episodes_seen=0, record={
             "choice": "mf", "reason": "test", "mf_version": 0, "mb_version": 0}, trainer="t")
@@ -229,11 +231,31 @@ def test_transaction_commits_or_rolls_back(factory, run):
             return session.scalar(select(func.count()).select_from(GateDecision)
                                   .where(GateDecision.run_id == run["id"]))
 
-    before = count()
-    assert anyio.run(lambda: Transaction(factory).run(decide, fail=False)) > 0
-    with pytest.raises(ValueError, match="after a write"):
-        anyio.run(lambda: Transaction(factory).run(decide, fail=True))
-    assert count() == before + 1
+    async def on_loop(fail: bool) -> int:
+        engine = make_async_engine(settings.database_url)
+        try:
+            return await Transaction(factory, make_async_session_factory(engine)).run(
+                decide, fail=fail)
+        finally:
+            await engine.dispose()
+
+    runs = [lambda fail: Transaction(factory).run(decide, fail=fail)]
+    if settings.database_url.startswith("postgresql"):
+        runs.append(on_loop)
+    else:
+        assert make_async_engine(settings.database_url) is None  # SQLite: worker threads
+    for work in runs:
+        before = count()
+        assert anyio.run(work, False) > 0
+        with pytest.raises(ValueError, match="after a write"):
+            anyio.run(work, True)
+        assert count() == before + 1
+
+
+def test_uploads_use_the_asyncio_engine_on_postgresql(client, settings):
+    """The running app awaits its hot routes' database work on PostgreSQL; SQLite has none."""
+    made = client.app.state.async_session_factory is not None
+    assert made == settings.database_url.startswith("postgresql")
 
 
 def test_idempotency_key_format(client, run):
