@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -22,19 +23,31 @@ def touch_runner(
     details: dict[str, Any] | None = None,
 ) -> None:
     """Records that `name` was heard from now (an upsert: one statement, no race)."""
-    now = utcnow()
-    values: dict[str, Any] = {"status": status, "last_seen_at": now}
-    if seq is not None:
-        values["last_seq"] = seq
-    if details is not None:
-        values["details"] = details
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    statement = insert(RunnerStatus).values(
-        run_id=run_id, name=name, first_seen_at=now, details=details or {},
-        **{k: v for k, v in values.items() if k != "details"},
-    )
-    session.execute(statement.on_conflict_do_update(
-        index_elements=[RunnerStatus.run_id, RunnerStatus.name], set_=values))
+    statement = _upsert(session.get_bind().dialect.name, seq is not None, details is not None)
+    session.execute(statement, {"run_id": run_id, "name": name, "status": status,
+                                "now": utcnow(), "seq": seq, "details": details or {}})
+
+
+@cache
+def _upsert(dialect: str, with_seq: bool, with_details: bool):
+    """The upsert for one shape of update, built once (every assignment runs it): a new row
+    takes every value; an existing one keeps its last seq and details unless given."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = RunnerStatus.__table__
+    # Typed like their columns, in the insert and in the update alike.
+    run_id, name, status, now, seq, details = (
+        bindparam(key, type_=table.c[column].type) for key, column in (
+            ("run_id", "run_id"), ("name", "name"), ("status", "status"),
+            ("now", "last_seen_at"), ("seq", "last_seq"), ("details", "details")))
+    update = {"status": status, "last_seen_at": now}
+    if with_seq:
+        update["last_seq"] = seq
+    if with_details:
+        update["details"] = details
+    statement = insert(table).values(run_id=run_id, name=name, status=status, last_seq=seq,
+                                     details=details, first_seen_at=now, last_seen_at=now)
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.run_id, table.c.name], set_=update)
 
 
 def heartbeat(
