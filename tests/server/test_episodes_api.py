@@ -7,10 +7,26 @@ from concurrent.futures import ThreadPoolExecutor
 import anyio
 import numpy as np
 import pytest
-from server_testkit import ADMIN_AUTH, RUNNER_AUTH, create_run, episode_body, store_decision, upload
-from sqlalchemy import func, select
+from fastapi.testclient import TestClient
+from server_testkit import (
+    ADMIN_AUTH,
+    RUNNER_AUTH,
+    create_run,
+    episode_body,
+    make_settings,
+    store_decision,
+    upload,
+)
+from sqlalchemy import func, select, text
 
-from server.db import make_async_engine, make_async_session_factory
+from server import migrate
+from server.app import create_app
+from server.db import (
+    make_async_engine,
+    make_async_session_factory,
+    make_engine,
+    make_session_factory,
+)
 from server.deps import Transaction
 from server.models import GateDecision
 from server.repository import learning
@@ -250,6 +266,33 @@ def test_transaction_commits_or_rolls_back(factory, settings, run):
         with pytest.raises(ValueError, match="after a write"):
             anyio.run(work, True)
         assert count() == before + 1
+
+
+def test_uploads_survive_postgresql_dropping_the_connections(pg_url):
+    """A PostgreSQL restart, failover or idle timeout drops the service's pooled connections:
+    both pools check theirs before use (pre-ping), so the next upload (asyncio engine) and the
+    next read (sync engine) reconnect and succeed. Nothing is lost."""
+    migrate.upgrade(pg_url)
+    engine = make_engine(pg_url, pool_size=1)
+    factory = make_session_factory(engine)
+    try:
+        with TestClient(create_app(make_settings(pg_url))) as client:
+            run = create_run(client)
+            decision = store_decision(factory, run["id"])
+            first = upload(client, run["id"], episode_body(decision_id=decision))
+            assert first.status_code == 201, first.text
+            assert _count(client, run["id"]) == 1  # both pools now hold a connection
+            with factory() as session:
+                dropped = session.scalar(text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND backend_type = 'client backend'"))
+            assert dropped >= 2
+            second = upload(client, run["id"], episode_body(decision_id=decision, seq=1))
+            assert second.status_code == 201, second.text
+            assert _count(client, run["id"]) == 2
+    finally:
+        engine.dispose()
 
 
 def test_uploads_use_the_asyncio_engine_on_postgresql(client, settings):
