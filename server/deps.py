@@ -71,8 +71,8 @@ class Transaction:
 
 
 async def get_transaction(request: Request) -> Transaction:
-    return Transaction(request.app.state.session_factory,
-                       getattr(request.app.state, "async_session_factory", None))
+    state = request.app.state  # create_app sets both; the asyncio one while it runs
+    return Transaction(state.session_factory, state.async_session_factory)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
