@@ -2,7 +2,8 @@
 
 Randomly initialised networks: the cost does not depend on the weights. Prints the median of
 several calls for each compute dtype, and a breakdown of where one call spends its time
-(`decide` runs the policies in their sigmoid-folded form; the breakdown times both forms).
+(`decide` runs the model and the policies in their folded forms; the breakdown times both
+forms).
 
     python -m benchmarks.gate_latency [--repeats 7] [--threads N]
 """
@@ -49,11 +50,13 @@ def breakdown(config, model, mb, mf, init, repeats: int) -> None:
     act = torch.zeros(rows, config.act_dim)
     masks = model.sample_masks(gate.num_masks).repeat_interleave(gate.rollouts_per_mask)
 
-    def model_only():
-        with torch.inference_mode():
-            state = model.reset(rows, masks)
-            for _ in range(gate.horizon):
-                _, _, state = model.sample(state, obs, act)
+    def model_only(dynamics):
+        def run():
+            with torch.inference_mode():
+                state = dynamics.reset(rows, masks)
+                for _ in range(gate.horizon):
+                    _, _, state = dynamics.sample(state, obs, act)
+        return run
 
     def policy_only(policy):
         def run():
@@ -69,7 +72,8 @@ def breakdown(config, model, mb, mf, init, repeats: int) -> None:
         return run
 
     for name, fn in [
-        ("model alone (x2 in a decide)", model_only),
+        ("model alone (x2 in a decide)", model_only(model)),
+        ("model alone, folded", model_only(model.folded())),
         ("MB policy alone", policy_only(mb)),
         ("MB policy alone, sigmoid-folded", policy_only(mb.folded())),
         ("MF policy alone", policy_only(mf)),

@@ -280,6 +280,11 @@ class DynamicsModel(nn.Module):
         reward = self.rewards.denormalise(reward).float()
         return next_obs, reward, state
 
+    @torch.no_grad()
+    def folded(self, dtype: torch.dtype = torch.float32) -> FoldedDynamics:
+        """This model, rewritten for fast batched rollouts without gradients (the EPS gate)."""
+        return FoldedDynamics(self, dtype)
+
     def replay(
         self, batch: TrajectoryBatch, masks: DropoutMasks
     ) -> tuple[Prediction, ModelState]:
@@ -352,3 +357,90 @@ class DynamicsTrainer:
                 nn.utils.clip_grad_norm_(self.model.net.parameters(), self.config.max_grad_norm)
             self.optim.step()
         return stats
+
+
+class _FoldedMasks(NamedTuple):
+    """A mask record as 0/1 in the compute dtype (the 1 / (1 - p) scale is in the weights), with
+    the step's scratch buffer for the LSTM's masked gate inputs."""
+
+    lstm_x: torch.Tensor  # (4, B, input_size)
+    lstm_h: torch.Tensor  # (4, B, lstm_size)
+    fc1: torch.Tensor
+    fc2: torch.Tensor
+    head: torch.Tensor
+    gate_in: torch.Tensor  # (4, B, input_size + lstm_size), rewritten at every step
+
+
+class FoldedDynamics:
+    """`DynamicsModel.reset` and `.sample` for many imagined rows without gradients (the EPS
+    gate, A.2.4): the same function, rewritten so that one step dispatches half the operations.
+
+    - Weights cast once to `dtype`; the masks' 1 / (1 - p) scale folded into the weights after
+      them, so masks are exact 0/1 in bfloat16.
+    - The LSTM's masked gate inputs written straight into one buffer (no concatenation), the
+      cell gate's weights doubled so one sigmoid serves all four gates (tanh(z) = 2 sigmoid(2z)
+      - 1: this torch's CPU tanh is 4-5x slower than its sigmoid, docs/BENCHMARKS.md).
+    - The four heads as one product; normalisation in float32 around the compute dtype, as
+      autocast would do it.
+    Written by hand because autocast cannot do the folding and torch.compile takes ~45 s to
+    compile a rollout step on this CPU (docs/BENCHMARKS.md, gate latency). A snapshot."""
+
+    def __init__(self, model: DynamicsModel, dtype: torch.dtype):
+        net, cfg = model.net, model.config
+        inv_keep = 1.0 / (1.0 - cfg.dropout)
+        self.dtype, self.min_std, self.n_in = dtype, cfg.min_std, cfg.input_size
+        self.obs_dim = model.obs_dim
+        self.in_mean, self.in_inv_std = model.inputs.mean, 1.0 / model.inputs.std
+        self.input_layer = (net.input_layer.weight.to(dtype), net.input_layer.bias.to(dtype))
+        lstm_w, lstm_b = net.lstm_weight.detach() * inv_keep, net.lstm_bias.detach().clone()
+        lstm_w[2] *= 2.0  # the cell gate: tanh(z) = 2 sigmoid(2z) - 1
+        lstm_b[2] *= 2.0
+        self.lstm = (lstm_w.to(dtype), lstm_b.to(dtype))
+        self.fc1 = ((net.fc1.weight * inv_keep).to(dtype), net.fc1.bias.to(dtype))
+        self.fc2 = ((net.fc2.weight * inv_keep).to(dtype), net.fc2.bias.to(dtype))
+        # Heads in the order (delta mean, reward mean, delta std, reward std): the first half is
+        # the mean of (delta, reward), the second the raw std.
+        heads = (net.delta_mean, net.reward_mean, net.delta_std, net.reward_std)
+        self.head = (torch.cat([h.weight for h in heads]).mul(inv_keep).to(dtype),
+                     torch.cat([h.bias for h in heads]).to(dtype))
+        self.out_mean = torch.cat([model.deltas.mean, model.rewards.mean])
+        self.out_std = torch.cat([model.deltas.std, model.rewards.std])
+
+    def reset(self, batch_size: int, masks: DropoutMasks | None = None) -> ModelState:
+        if masks is None or masks.batch_size != batch_size:
+            raise ValueError("FoldedDynamics needs a mask record for every row")
+        folded = [(m != 0).to(self.dtype) for m in masks]
+        n_h = folded[1].shape[-1]
+        gate_in = torch.empty(4, batch_size, self.n_in + n_h, dtype=self.dtype,
+                              device=masks.fc1.device)
+        c = torch.zeros(batch_size, n_h, device=masks.fc1.device)
+        return ModelState(c.to(self.dtype), c, _FoldedMasks(*folded, gate_in))  # type: ignore[arg-type]
+
+    def sample(self, state: ModelState, obs: torch.Tensor, action: torch.Tensor,
+               deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, ModelState]:
+        """As `DynamicsModel.sample` (same noise draws, in the same order)."""
+        masks: _FoldedMasks = state.masks  # type: ignore[assignment]
+        x = ((torch.cat([obs, action], dim=-1) - self.in_mean) * self.in_inv_std).to(self.dtype)
+        z = F.linear(x, *self.input_layer).relu_()
+        torch.mul(z, masks.lstm_x, out=masks.gate_in[..., :self.n_in])
+        torch.mul(state.h, masks.lstm_h, out=masks.gate_in[..., self.n_in:])
+        # The cell in float32, as under autocast; h goes on in the compute dtype (mixed-dtype
+        # operations would copy their inputs first).
+        gates = torch.baddbmm(self.lstm[1], masks.gate_in, self.lstm[0]).float().sigmoid_()
+        i, f, g, o = gates.unbind(0)
+        c = torch.addcmul(f * state.c, i, g.mul(2.0).sub_(1.0))
+        h = (o * torch.sigmoid(c * 2.0).mul_(2.0).sub_(1.0)).to(self.dtype)
+        y = F.linear(h * masks.fc1, *self.fc1).relu_()
+        y = F.linear(y * masks.fc2, *self.fc2).relu_()
+        out = F.linear(y * masks.head, *self.head).float()
+        n = self.obs_dim + 1
+        value = torch.addcmul(self.out_mean, out[:, :n], self.out_std)
+        if not deterministic:
+            # softplus over the whole product, then the std half: a column slice is strided,
+            # and softplus on a strided tensor takes 10x as long here.
+            std = (F.softplus(out)[:, n:] + self.min_std) * self.out_std
+            noise = torch.cat([torch.randn(obs.shape[0], self.obs_dim, device=obs.device),
+                               torch.randn(obs.shape[0], 1, device=obs.device)], dim=1)
+            value = torch.addcmul(value, std, noise)
+        next_obs = obs + value[:, :self.obs_dim].to(obs.dtype)
+        return next_obs, value[:, self.obs_dim], ModelState(h, c, masks)  # type: ignore[arg-type]

@@ -87,6 +87,35 @@ def test_replay_of_whole_sequences_equals_stepping_one_step_at_a_time(monkeypatc
     torch.testing.assert_close(replay_states.c, torch.stack([s.c for s in states], 1))
 
 
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_the_folded_model_samples_what_the_model_samples(deterministic):
+    """FoldedDynamics (the gate's form) is the same function, with the same noise draws."""
+    torch.manual_seed(0)
+    model = DynamicsModel(OBS, ACT, SMALL)
+    batch = TrajectoryBatch(torch.randn(6, T + 1, OBS) * 3 + 1, torch.randn(6, T, ACT),
+                            torch.randn(6, T) * 5 - 2)
+    model.fit_normaliser(batch)
+    with torch.no_grad():
+        for p in model.net.parameters():
+            p.mul_(3.0)  # past the sigmoids' linear range
+    masks, obs, action = model.sample_masks(6), batch.obs[:, 0], batch.actions[:, 0]
+    with torch.no_grad():
+        for dtype in (torch.float32, torch.bfloat16):
+            fast = model.folded(dtype)
+            state, fast_state = model.reset(6, masks), fast.reset(6, masks)
+            for t in range(T):
+                torch.manual_seed(t)
+                expected = model.sample(state, obs, action, deterministic=deterministic)
+                torch.manual_seed(t)
+                got = fast.sample(fast_state, obs, action, deterministic=deterministic)
+                state, fast_state = expected[2], got[2]
+                for a, b in zip((*got[:2], fast_state.c), (*expected[:2], state.c), strict=True):
+                    if dtype == torch.float32:
+                        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+                    else:  # to bfloat16's precision, over all T steps
+                        assert (a - b).norm() <= 0.02 * b.norm()
+
+
 def test_masks_are_bernoulli_scaled_by_keep_probability():
     masks = DynamicsModel(OBS, ACT, SMALL).sample_masks(400)
     keep = 1 - SMALL.dropout

@@ -8,7 +8,7 @@ import torch
 
 from learner import gate
 from learner.config import DynamicsConfig, GateConfig
-from learner.dynamics import DynamicsModel
+from learner.dynamics import DynamicsModel, FoldedDynamics
 from learner.gate import (
     GateRecord,
     decide,
@@ -135,8 +135,13 @@ def test_each_mask_is_shared_by_its_m_rollouts_and_held_over_time(monkeypatch):
     k, m = 4, 3
     model = DynamicsModel(OBS, ACT, SMALL_DYNAMICS)
     seen = []
-    step = model.net.step
-    monkeypatch.setattr(model.net, "step", lambda x, s: seen.append(s.masks) or step(x, s))
+    sample = FoldedDynamics.sample  # the form the gate rolls out with
+
+    def spy(self, state, obs, action, deterministic=False):
+        seen.append(state.masks)
+        return sample(self, state, obs, action, deterministic)
+
+    monkeypatch.setattr(FoldedDynamics, "sample", spy)
     policy = TanhGaussianPolicy(OBS, ACT, (8,))
     decide(model, policy, policy, torch.randn(5, OBS), gate_config(k, m))
     assert len(seen) == 2 * T
