@@ -3,8 +3,9 @@
 Loads a `dclaw train` checkpoint and, for each of `--calls` gate calls, estimates the K per-mask
 differences d_i = Ĵ(MB|wᵢ) − Ĵ(MF|wᵢ) with the same K masks and the same start states: in
 float32, in float32 again with other rollout noise, and in bfloat16 with the first run's noise
-seed; then float32 and bfloat16 again with the policies in their tanh form rather than the
-sigmoid-folded form `decide` runs (`SigmoidFoldedPolicy`). The gate is itself random (M rollouts
+seed; then float32 and bfloat16 again with the model and the policies unfolded (the model under
+autocast, the policies' tanh form) rather than in the folded forms `decide` runs
+(`FoldedDynamics`, `SigmoidFoldedPolicy`). The gate is itself random (M rollouts
 per mask), so the question is whether bfloat16 (or the fold) moves the estimates more than the
 gate's own rollout noise does: the second float32 run is that yardstick. Printed: the decisions
 (MB only if every d_i > 0), how often the per-mask signs agree, the correlation and mean gap of
@@ -26,10 +27,10 @@ from learner import gate as gate_module
 from learner.checkpoint import load_checkpoint
 from learner.gate import estimate_returns
 
-# (name, compute dtype, noise seed, policies sigmoid-folded as `decide` runs them)
+# (name, compute dtype, noise seed, model and policies folded as `decide` runs them)
 VARIANTS = (("float32", "float32", 0, True), ("float32, other noise", "float32", 1, True),
-            ("bfloat16", "bfloat16", 0, True), ("float32, tanh form", "float32", 0, False),
-            ("bfloat16, tanh form", "bfloat16", 0, False))
+            ("bfloat16", "bfloat16", 0, True), ("float32, unfolded", "float32", 0, False),
+            ("bfloat16, unfolded", "bfloat16", 0, False))
 
 
 def main() -> None:
@@ -49,7 +50,7 @@ def main() -> None:
     folded = gate_module._folded
     for call in range(args.calls):
         for name, dtype, noise, fold in VARIANTS:
-            gate_module._folded = folded if fold else (lambda policy, dtype: policy)
+            gate_module._folded = folded if fold else (lambda net, dtype: net)
             config = dataclasses.replace(gate, compute_dtype=dtype, horizon=horizon)
             masks_and_starts = torch.Generator().manual_seed(1000 + call)
             torch.manual_seed(2 * call + noise)  # the rollouts' action and model noise

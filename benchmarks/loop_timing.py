@@ -2,13 +2,14 @@
 idle time between episodes, against a real local service.
 
 A `dclaw serve` process (SQLite, its trainer, a cpu-small run with small learner budgets, sync
-or async mode) feeds an in-process `Runner`,
-paced at 10 Hz. Per backend it prints, over every tick of every episode: the period error (how
-late each tick started against its absolute deadline) and the compute time per tick (read,
-policy, write), p50/p99/max; overruns; the idle time between episodes (assignment + policy fetch,
-`assign_s`) and the reset time. For the bus, the wire-time floor of one tick (the bytes of one
-bulk read and its ten replies, and one sync write, at the baud rate) is printed beside it: the
-peer that no implementation can beat.
+or async mode) feeds an in-process `Runner`, paced at 10 Hz. Per backend it prints, over every
+tick of every episode: the period error (how late each tick started against its absolute
+deadline), the compute time per tick (read, policy, write; wall clock, waiting on the bus
+included), p50/p99/max, and the loop thread's own CPU time in it (`time.thread_time`: the
+runner's work without the wire); overruns; the idle time between episodes (assignment + policy
+fetch, `assign_s`) and the reset time. For the bus, the wire-time floor of one tick (the bytes of
+one bulk read and its ten replies, and one sync write, at the baud rate) is printed beside it:
+the peer that no implementation can beat.
 
     python -m benchmarks.loop_timing [--backend sim|dynamixel|all] [--episodes 15]
         [--baud 1000000] [--mode sync|async] [--read-block-ms 2]
@@ -107,11 +108,13 @@ def measure(backend_name: str, url: str, episodes: int, baud: int, workdir: Path
     timing = [e["timing"] for e in stored["items"]]
     late = np.concatenate([t.period_errors for t in runner.timings]) * 1e3
     work = np.concatenate([t.compute for t in runner.timings]) * 1e3
+    cpu = np.concatenate([t.cpu for t in runner.timings]) * 1e3
     idle = np.array([t["assign_s"] for t in timing[1:]]) * 1e3  # the first waits for warm-up
     return {
         "backend": backend_name, "ticks": late.size,
         "late": [np.percentile(late, 50), np.percentile(late, 99), late.max()],
         "work": [np.percentile(work, 50), np.percentile(work, 99), work.max()],
+        "cpu": [np.percentile(cpu, 50), np.percentile(cpu, 99)],
         "overruns": int(sum(t.overruns for t in runner.timings)),
         "idle": [np.percentile(idle, 50), np.percentile(idle, 99)],
         "reset_s": float(np.median([t["reset_s"] for t in timing])),
@@ -151,11 +154,13 @@ def main() -> None:
     print(f"\nloop timing at 10 Hz, {args.episodes} episodes per backend, {args.mode} run, "
           f"{priority} (ms)")
     print(f"{'backend':<20} {'ticks':>5}  {'period error p50/p99/max':>26}  "
-          f"{'compute p50/p99/max':>22}  {'overruns':>8}  {'idle p50/p99':>13}  reset s")
+          f"{'compute p50/p99/max':>22}  {'CPU p50/p99':>13}  {'overruns':>8}  "
+          f"{'idle p50/p99':>13}  reset s")
     for r in rows:
-        late, work, idle = r["late"], r["work"], r["idle"]
+        late, work, cpu, idle = r["late"], r["work"], r["cpu"], r["idle"]
         print(f"{r['backend']:<20} {r['ticks']:>5}  {late[0]:8.3f} {late[1]:8.3f} {late[2]:8.3f}"
-              f"  {work[0]:6.3f} {work[1]:7.3f} {work[2]:7.3f}  {r['overruns']:>8}  "
+              f"  {work[0]:6.3f} {work[1]:7.3f} {work[2]:7.3f}  {cpu[0]:6.3f} {cpu[1]:6.3f}"
+              f"  {r['overruns']:>8}  "
               f"{idle[0]:6.1f} {idle[1]:6.1f}  {r['reset_s']:7.2f}")
         if r["backend"].startswith("dynamixel"):
             floor = wire_floor_ms(args.baud, r["backend"].split(":")[1])

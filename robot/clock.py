@@ -50,17 +50,21 @@ class DeadlineClock:
 
 @dataclass
 class LoopTiming:
-    """Per-tick figures of one episode: lateness of each tick's start, work time per tick."""
+    """Per-tick figures of one episode: lateness of each tick's start, work time per tick (wall
+    clock, waiting on the bus included) and the loop thread's own CPU time in that work."""
 
     period: float
     period_errors: list[float] = field(default_factory=list)
     compute: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
     overruns: int = 0
     streak: int = 0  # consecutive ticks whose work ran past the next deadline
 
-    def record(self, lateness: float, work: float) -> None:
+    def record(self, lateness: float, work: float, cpu: float | None = None) -> None:
         self.period_errors.append(lateness)
         self.compute.append(work)
+        if cpu is not None:
+            self.cpu.append(cpu)
         if lateness + work > self.period:
             self.overruns += 1
             self.streak += 1
@@ -71,7 +75,8 @@ class LoopTiming:
         """The figures uploaded with the episode, in milliseconds (and counts)."""
         out: dict[str, float] = {"ticks": float(len(self.compute)),
                                  "overruns": float(self.overruns)}
-        for name, values in (("period_error", self.period_errors), ("compute", self.compute)):
+        for name, values in (("period_error", self.period_errors), ("compute", self.compute),
+                             ("cpu", self.cpu)):
             if values:
                 ms = np.asarray(values) * 1e3
                 out[f"{name}_p50_ms"] = round(float(np.percentile(ms, 50)), 4)

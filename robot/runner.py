@@ -280,7 +280,7 @@ class Runner:
                 raise SafetyStop("signal", f"{self._abort} received during episode seq {seq} "
                                            f"(tick {t} of {steps})", tick=t)
             _, late = clock.wait()
-            start = time.monotonic()
+            start, cpu_start = time.monotonic(), time.thread_time()
             state = backend.read()
             err = float(task.target_error(state.valve))
             obs[t] = task.observation(state.qpos, state.valve, last_action, err)
@@ -293,7 +293,7 @@ class Runner:
                                                    state.qpos)
                 backend.write(targets)
                 actions[t] = last_action = action.astype(np.float32)
-            timing.record(late, time.monotonic() - start)
+            timing.record(late, time.monotonic() - start, time.thread_time() - cpu_start)
             if self.config.paced and backend.name != "sim":  # a hardware safety rule
                 monitor.missed_deadlines(timing.streak)
         body = {

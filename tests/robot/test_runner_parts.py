@@ -52,12 +52,13 @@ def test_paced_clock_waits_for_each_deadline_and_keeps_the_rate():
 def test_loop_timing_counts_overruns_and_streaks_and_summarises_in_ms():
     timing = LoopTiming(period=0.1)
     for late, work in [(0.0, 0.002), (0.0, 0.12), (0.03, 0.09), (0.0, 0.001)]:
-        timing.record(late, work)
+        timing.record(late, work, cpu=work / 4)
     assert timing.overruns == 2 and timing.streak == 0
     summary = timing.summary()
     assert summary["ticks"] == 4 and summary["overruns"] == 2
     assert summary["period_error_max_ms"] == pytest.approx(30.0)
     assert summary["compute_max_ms"] == pytest.approx(120.0)
+    assert summary["cpu_max_ms"] == pytest.approx(30.0)
     timing.record(0.0, 0.2)
     timing.record(0.0, 0.2)
     assert timing.streak == 2
@@ -243,6 +244,7 @@ def test_one_episode_on_a_scripted_robot_is_spooled_then_uploaded(tmp_path):
     assert np.shape(body["observations"]) == (41, 21) and np.shape(body["actions"]) == (40, 9)
     assert len(body["rewards"]) == 40 and len(body["timestamps"]) == 41
     assert body["timing"]["ticks"] == 41 and "compute_p99_ms" in body["timing"]
+    assert 0 <= body["timing"]["cpu_p50_ms"] <= body["timing"]["compute_max_ms"]
     assert len(runner.spool) == 0 and robot.writes == 40
 
 
