@@ -17,7 +17,7 @@ from server_testkit import (
     store_decision,
     upload,
 )
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from server import migrate
 from server.app import create_app
@@ -293,6 +293,34 @@ def test_uploads_survive_postgresql_dropping_the_connections(pg_url):
             assert _count(client, run["id"]) == 2
     finally:
         engine.dispose()
+
+
+def test_the_asyncio_pool_keeps_its_connections_under_steady_concurrency(pg_url):
+    """16 requests in flight, round after round, reuse the connections the first round opened:
+    none is closed on return and reopened for the next (with 10 + 10 overflow, each round
+    closed and reopened six; that churn halved ingest throughput, docs/BENCHMARKS.md)."""
+    opened, closed = [], []
+
+    async def rounds() -> None:
+        engine = make_async_engine(pg_url)
+        event.listen(engine.sync_engine, "connect", lambda *_: opened.append(1))
+        event.listen(engine.sync_engine, "close", lambda *_: closed.append(1))
+
+        async def one() -> None:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT pg_sleep(0.05)"))
+
+        try:
+            for _ in range(3):
+                async with anyio.create_task_group() as group:
+                    for _ in range(16):
+                        group.start_soon(one)
+        finally:
+            await engine.dispose()
+
+    anyio.run(rounds)
+    assert len(opened) == 16  # the first round's, held by the pool since
+    assert len(closed) == 16  # by dispose() at the end, not between rounds
 
 
 def test_uploads_use_the_asyncio_engine_on_postgresql(client, settings):
