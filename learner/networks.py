@@ -181,7 +181,7 @@ class SigmoidFoldedPolicy:
     def distribution(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = obs.to(self.dtype)
         for w, b in self.layers:
-            x = torch.sigmoid(F.linear(x, w, b))
+            x = F.linear(x, w, b).sigmoid_()  # in place: no second 500x1024 tensor per layer
         out = F.linear(x, *self.head).float()
         mean, raw_std = out[..., :self.act_dim], out[..., self.act_dim:]
         return mean, _std(raw_std, self.sigma_max, self.min_std)
