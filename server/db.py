@@ -37,7 +37,7 @@ def make_async_engine(url: str, *, pool_size: int = 20) -> AsyncEngine | None:
     Up to `pool_size` connections, opened as needed and then kept; no overflow. A pool smaller
     than the uploads in flight closes each overflow connection when it is returned and opens a
     new one for the next request (a PostgreSQL backend started per ~20 uploads, 16 clients):
-    with 10 (+10 overflow) that churn cost 1.4-1.6x the throughput and doubled the p99. Past
+    with 10 (+10 overflow) it made 0.6-0.8x the uploads/s, at 1.7-1.9x the p99. Past
     `pool_size` requests wait for a connection. Beside the sync engine's 2 × 20, an API process
     holds at most 60 (PostgreSQL allows 100 by default, for every API process and trainer)."""
     if url.startswith("sqlite"):

@@ -298,7 +298,8 @@ def test_uploads_survive_postgresql_dropping_the_connections(pg_url):
 def test_the_asyncio_pool_keeps_its_connections_under_steady_concurrency(pg_url):
     """16 requests in flight, round after round, reuse the connections the first round opened:
     none is closed on return and reopened for the next (with 10 + 10 overflow, each round
-    closed and reopened six; that churn halved ingest throughput, docs/BENCHMARKS.md)."""
+    closed and reopened six; that churn cost a fifth to two-fifths of the ingest throughput,
+    docs/BENCHMARKS.md)."""
     opened, closed = [], []
 
     async def rounds() -> None:
