@@ -45,7 +45,7 @@ def all_tensors(agent: UnifiedAgent) -> dict[str, torch.Tensor]:
 def test_resume_gives_the_same_next_updates_as_not_stopping(algorithm, training):
     config = make_config("cpu-small", algorithm=algorithm, obs_dim=OBS, act_dim=ACT,
                          episode_steps=T, device="cpu", mb_policy__training=training,
-                         sac__auto_entropy=True)
+                         sac__auto_entropy=True, sac__updates_per_episode=40)
     agent = UnifiedAgent(config)
     for seed in range(4):
         step(agent, seed)
@@ -67,7 +67,7 @@ def test_resume_gives_the_same_next_updates_as_not_stopping(algorithm, training)
 
 def test_checkpoint_restores_buffer_config_counters_and_numpy_rng(tmp_path):
     agent = UnifiedAgent(make_config("cpu-small", obs_dim=OBS, act_dim=ACT, episode_steps=T,
-                                     device="cpu"))
+                                     device="cpu", sac__updates_per_episode=40))
     for seed in range(3):
         step(agent, seed)
     np.random.seed(42)

@@ -36,6 +36,10 @@ def test_cpu_small_is_smaller_with_the_same_structure():
     assert len(small.dynamics.hidden_sizes) == len(paper.dynamics.hidden_sizes) == 2
     assert small.mb_policy.training == paper.mb_policy.training
     assert small.gate.posterior_check  # its small model's bias (docs/BENCHMARKS.md)
+    # SAC: the paper's networks, trained at UTD 4 with automatic alpha (docs/BENCHMARKS.md)
+    assert small.sac.actor_hidden == paper.sac.actor_hidden
+    assert small.sac.updates_per_episode == 4 * small.episode_steps
+    assert small.sac.auto_entropy and not paper.sac.auto_entropy
 
 
 def test_make_config_overrides_top_level_and_nested_fields():
