@@ -146,10 +146,10 @@ DCLAW_SAC = SACConfig(reward_scale=0.1)
 PRESETS: dict[str, AgentConfig] = {
     # Table 2 row DClaw-TurnFixed and DESIGN.md "Defaults from the paper".
     "dclaw-paper": AgentConfig(sac=DCLAW_SAC),
-    # The CPU preset for tests and laptops: the paper's SAC (it is cheap), a much smaller
-    # model-based side (dynamics 128 wide, MB policy 256 wide, fewer updates), the paper's K and
-    # M, and SAC at UTD 4 with automatic alpha (below). About 7.5 s of learning per episode on a
-    # 2-core CPU (docs/BENCHMARKS.md).
+    # The CPU preset for tests and laptops: the paper's SAC networks (cheap), trained at UTD 4
+    # with automatic alpha (below), a much smaller model-based side (dynamics 128 wide, MB
+    # policy 256 wide, fewer updates), the paper's K and M. About 7.5 s of learning per episode
+    # on a 2-core CPU, 3.5 s of it SAC's (docs/BENCHMARKS.md).
     "cpu-small": AgentConfig(
         # Four gradient steps per environment step (UTD 4; the paper gives no number) and
         # automatic entropy tuning (not Table 2's fixed alpha): every cpu-small learning run
