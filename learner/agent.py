@@ -34,17 +34,6 @@ from learner.sac import SAC
 log = logging.getLogger(__name__)
 
 
-def episode_noise(kind: str, steps: int, act_dim: int,
-                  rng: np.random.Generator) -> np.ndarray | None:
-    """`steps` x `act_dim` noise for one episode: None for "white"; for "pink", a 1/f power
-    spectrum along time per action dimension, unit variance (the `colorednoise` package)."""
-    if kind == "white":
-        return None
-    import colorednoise  # only the pink-noise runs need it
-
-    return colorednoise.powerlaw_psd_gaussian(1.0, (act_dim, steps), random_state=rng).T
-
-
 class UnifiedAgent:
     """SAC, the dropout-LSTM model, the model-based policy and the gate over one buffer."""
 
@@ -179,17 +168,9 @@ class UnifiedAgent:
             return self.mb.policy
         raise ValueError(f"kind must be 'mf' or 'mb', not {kind!r}")
 
-    def act(self, obs: Any, kind: str, deterministic: bool = False,
-            noise: np.ndarray | None = None) -> np.ndarray:
-        """An action for one observation, in-process (the sim loop of `dclaw train`); `noise`
-        is the step's row of `episode_noise` (None: a white draw)."""
-        return self.policy(kind).act(obs, deterministic=deterministic, noise=noise)
-
-    def episode_noise(self, rng: np.random.Generator) -> np.ndarray | None:
-        """The (T, act_dim) standard-normal noise of one episode's actions, or None for white
-        noise (each step draws its own)."""
-        return episode_noise(self.config.action_noise, self.config.episode_steps,
-                             self.config.act_dim, rng)
+    def act(self, obs: Any, kind: str, deterministic: bool = False) -> np.ndarray:
+        """An action for one observation, in-process (the sim loop of `dclaw train`)."""
+        return self.policy(kind).act(obs, deterministic=deterministic)
 
     # -- persistence (learner/checkpoint.py adds RNG states and the file format) --------------
     def state_dict(self) -> dict[str, Any]:

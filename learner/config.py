@@ -121,11 +121,6 @@ class AgentConfig:
     act_dim: int = 9  # dclaw.task.ACTION_DIM
     episode_steps: int = 40  # T, dclaw.task.EPISODE_STEPS
     warmup_episodes: int = 5  # episodes run by the untrained MF policy before learning starts
-    # The noise of a_t ~ pi while an episode runs (Alg. 1 line 12). "white": a fresh standard
-    # normal draw per step, as in the paper. "pink": one 1/f-correlated sequence per episode
-    # and action dimension, still standard normal at each step (Eberhard et al., ICLR 2023,
-    # "Pink noise is all you need"); not in the paper. Updates always draw white noise.
-    action_noise: Literal["white", "pink"] = "white"
     gamma: float = 0.99  # SAC and Dreamer discount; full-trajectory returns are undiscounted
     device: str = "auto"  # "auto": CUDA when available, else CPU
     seed: int = 0
@@ -139,8 +134,6 @@ class AgentConfig:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, not {self.algorithm!r}")
         if not self.sac.reward_scale > 0:
             raise ValueError(f"sac.reward_scale must be positive, not {self.sac.reward_scale}")
-        if self.action_noise not in ("white", "pink"):
-            raise ValueError(f"action_noise must be 'white' or 'pink', not {self.action_noise!r}")
         if self.mb_policy.training not in ("full_trajectory", "dreamer"):
             raise ValueError(f"unknown MB policy training {self.mb_policy.training!r}")
 

@@ -95,14 +95,11 @@ class TanhGaussianPolicy(nn.Module):
         return SigmoidFoldedPolicy(self, dtype)
 
     @torch.no_grad()
-    def act(self, obs: Any, deterministic: bool = False,
-            noise: np.ndarray | None = None) -> np.ndarray:
-        """One action for one observation (or a batch), in numpy; `noise` as in `sample`."""
+    def act(self, obs: Any, deterministic: bool = False) -> np.ndarray:
+        """One action for one observation (or a batch), in numpy."""
         param = self.mean_head.weight
         obs_t = torch.as_tensor(np.asarray(obs), dtype=param.dtype, device=param.device)
-        noise_t = None if noise is None else torch.as_tensor(
-            np.asarray(noise), dtype=param.dtype, device=param.device)
-        action, _ = self.sample(obs_t, deterministic=deterministic, noise=noise_t)
+        action, _ = self.sample(obs_t, deterministic=deterministic)
         return action.cpu().numpy()
 
     # -- export -----------------------------------------------------------------------------

@@ -44,13 +44,11 @@ def run_episode(env: Any, agent: UnifiedAgent, kind: str, seed: int | None) -> E
     """Runs the chosen policy (stochastic, a_t ~ pi: Alg. 1 line 12) until the episode ends."""
     start = time.perf_counter()
     obs, info = env.reset(seed=seed)
-    noise = agent.episode_noise(np.random.default_rng(seed))  # None: white, drawn per step
     observations, actions, rewards = [obs], [], []
     success = success_any = terminated = False
     done = False
     while not done:
-        step_noise = None if noise is None else noise[min(len(actions), len(noise) - 1)]
-        action = agent.act(obs, kind, deterministic=False, noise=step_noise)
+        action = agent.act(obs, kind, deterministic=False)
         obs, reward, terminated, truncated, info = env.step(action)
         observations.append(obs)
         actions.append(action)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from learner import gate
-from learner.agent import UnifiedAgent, episode_noise
+from learner.agent import UnifiedAgent
 from learner.config import make_config
 
 OBS, ACT, T = 4, 2, 6
@@ -121,36 +121,3 @@ def test_the_posterior_check_uses_the_real_returns_of_mf_episodes_only(monkeypat
         record = agent.decide()
         assert (record.choice, record.reason) == (("mf", "model-check") if check else ("mb", "eps"))
         assert record.eps_choice == "mb"
-
-
-def test_white_action_noise_is_drawn_per_step_and_pink_is_one_correlated_sequence():
-    assert small_agent().episode_noise(np.random.default_rng(0)) is None  # the paper's default
-    agent = small_agent(action_noise="pink")
-    assert agent.episode_noise(np.random.default_rng(0)).shape == (T, ACT)
-    steps = 40  # D'Claw's T
-    noise = np.stack([episode_noise("pink", steps, ACT, np.random.default_rng(seed))
-                      for seed in range(400)])
-    assert noise.shape == (400, steps, ACT)
-    # About standard normal at each step (colorednoise's finite-length normalisation gives
-    # ~1.07 at T = 40), so sample()'s tanh(mean + std * noise) keeps its spread ...
-    assert abs(noise.mean()) < 0.05 and 0.95 < noise.std() < 1.15
-    # ... but neighbouring steps move together, where white noise has no correlation.
-    lag1 = np.corrcoef(noise[:, :-1].ravel(), noise[:, 1:].ravel())[0, 1]
-    assert lag1 > 0.3
-    again = episode_noise("pink", steps, ACT, np.random.default_rng(7))
-    assert np.array_equal(again, noise[7])  # reproducible from the episode's seed
-
-
-def test_act_uses_the_given_noise_as_the_policys_reparameterised_draw():
-    agent = small_agent(action_noise="pink")
-    obs = np.random.default_rng(1).normal(size=OBS).astype(np.float32)
-    noise = np.full(ACT, 1.5, dtype=np.float32)
-    expected, _ = agent.sac.actor.sample(torch.as_tensor(obs), noise=torch.as_tensor(noise))
-    got = agent.act(obs, "mf", noise=noise)
-    np.testing.assert_allclose(got, expected.detach().numpy(), atol=1e-6)
-    assert not np.allclose(got, agent.act(obs, "mf", noise=-noise))
-
-
-def test_config_refuses_an_unknown_action_noise():
-    with pytest.raises(ValueError, match="action_noise"):
-        make_config("cpu-small", action_noise="brown")
