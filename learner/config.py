@@ -157,6 +157,7 @@ PRESETS: dict[str, AgentConfig] = {
         # 20-episode window of >= 90% success at episodes 229-275 (3 SAC, 3 unified seeds),
         # where at UTD 1 none of 18 runs did before episode 340. A seed that stalls at UTD 1
         # stalls at UTD 4 too (docs/BENCHMARKS.md, "Four gradient steps per environment step").
+        # It never saw a full turn: exploration, not the updates ("Why a seed stalls").
         sac=dataclasses.replace(DCLAW_SAC, auto_entropy=True, updates_per_episode=160),
         warmup_episodes=5,
         # 128 wide: at 64 the model's NLL on D'Claw data stalled far above (775 vs 489 after
