@@ -262,6 +262,14 @@ def train(
         ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    prior: Annotated[
+        Path | None,
+        typer.Option(help="An earlier run directory: start the buffer with its last "
+                     "--prior-count successful episodes (not learning from scratch)."),
+    ] = None,
+    prior_count: Annotated[
+        int, typer.Option(min=1, help="How many successful episodes --prior adds.")
+    ] = 5,
 ) -> None:
     """Run Alg. 1 in-process on the simulator: per-episode JSONL, checkpoint, learning-curve PNG.
 
@@ -270,7 +278,9 @@ def train(
     import gymnasium
 
     import sim
+    from dclaw import task
     from learner.config import PRESETS, make_config
+    from learner.offline import Prior, episodes_from_run
     from learner.offline import train as train_offline
     from learner.report import load_run, plot_run
 
@@ -282,10 +292,24 @@ def train(
     except (TypeError, ValueError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--set") from exc
     run_dir = out or Path("runs") / f"{algo.value}-{preset}-s{seed}"
+    prior_episodes = None
+    if prior is not None and not (run_dir / "checkpoint.pt").exists():
+        try:
+            found = episodes_from_run(
+                prior, prior_count,
+                keep=lambda obs: bool(task.success(obs[-1, task.OBS_TARGET_ERROR])))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--prior") from exc
+        if not found:
+            raise typer.BadParameter(f"{prior} holds no successful episode", param_hint="--prior")
+        prior_episodes = Prior(source=str(prior.resolve()), episodes=found)
+    elif prior is not None:  # resuming: only the source is checked against run.json
+        prior_episodes = Prior(source=str(prior.resolve()), episodes=[])
     env = gymnasium.make(sim.ENV_ID)
     try:
         train_offline(env, config, episodes, run_dir, preset=preset,
-                      checkpoint_every=checkpoint_every, progress=progress)
+                      checkpoint_every=checkpoint_every, progress=progress,
+                      prior=prior_episodes)
     except ValueError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from exc

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,7 @@ class UnifiedAgent:
         # Real returns of the latest MF episodes, for the gate's optional posterior check.
         self.recent_mf_returns: deque[float] = deque(maxlen=max(1, c.gate.posterior_check_episodes))
         self.episodes_seen = 0
+        self.prior_episodes = 0  # episodes of earlier runs in the buffer (add_prior_episodes)
 
     @property
     def uses_model(self) -> bool:
@@ -78,7 +80,26 @@ class UnifiedAgent:
 
     @property
     def learning_started(self) -> bool:
-        return len(self.buffer) >= self.config.warmup_episodes
+        # The run's own episodes: prior episodes do not shorten the warm-up.
+        return self.episodes_seen >= self.config.warmup_episodes
+
+    def add_prior_episodes(self, episodes: Iterable[tuple[Any, Any, Any]]) -> int:
+        """Adds episodes of an earlier run, (obs, actions, rewards) each, to the buffer before
+        this run's first episode; returns how many. They train SAC, the model and the MB policy
+        like the run's own but are not counted as its episodes (`episodes_seen`).
+
+        Not in the paper. Its SAC follows Ball et al. (2023, RLPD), whose point is that a few
+        prior episodes lift online RL past its exploration: a cpu-small seed that never sees a
+        full turn learns one from five successful episodes of another seed (docs/BENCHMARKS.md,
+        "Why a seed stalls"). A run that starts this way is not learning from scratch."""
+        if self.episodes_seen:
+            raise ValueError("prior episodes go in before the run's first episode")
+        added = 0
+        for obs, actions, rewards in episodes:
+            self.buffer.add_episode(obs, actions, rewards)
+            added += 1
+        self.prior_episodes += added
+        return added
 
     # -- Alg. 1, lines 3-4 and 14 ---------------------------------------------------------------
     def observe_episode(
@@ -182,6 +203,7 @@ class UnifiedAgent:
             "recent_choices": list(self.recent_choices),
             "recent_mf_returns": list(self.recent_mf_returns),
             "episodes_seen": self.episodes_seen,
+            "prior_episodes": self.prior_episodes,
             "generator": self.generator.get_state(),
         }
         if self.model is not None and self.model_trainer is not None and self.mb is not None:
@@ -199,6 +221,7 @@ class UnifiedAgent:
         self.recent_mf_returns.clear()  # checkpoints from before the posterior check: none
         self.recent_mf_returns.extend(state.get("recent_mf_returns", []))
         self.episodes_seen = int(state["episodes_seen"])
+        self.prior_episodes = int(state.get("prior_episodes", 0))  # older checkpoints: none
         self.generator.set_state(state["generator"])
         if self.model is not None and self.model_trainer is not None and self.mb is not None:
             self.model.load_state_dict(state["model"])

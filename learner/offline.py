@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,29 @@ log = logging.getLogger(__name__)
 EPISODES_FILE = "episodes.jsonl"
 RUN_FILE = "run.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class Prior:
+    """Episodes of an earlier run that a new run's buffer starts with (`add_prior_episodes`)."""
+
+    source: str  # where they came from, as recorded in run.json
+    episodes: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (obs, actions, rewards) each
+
+
+def episodes_from_run(run_dir: Path, count: int,
+                      keep: Callable[[np.ndarray], bool]) -> list[tuple[np.ndarray, ...]]:
+    """The last `count` episodes in a `dclaw train` run's buffer (its checkpoint) whose
+    observations (T + 1, obs_dim) `keep` accepts, oldest first, as (obs, actions, rewards)."""
+    if count < 1:
+        raise ValueError(f"count must be at least 1, not {count}")
+    ckpt = run_dir / CHECKPOINT_FILE
+    if not ckpt.exists():
+        raise ValueError(f"{run_dir} holds no checkpoint ({CHECKPOINT_FILE}) to take episodes from")
+    batch = load_checkpoint(ckpt, restore_rng=False, device="cpu").buffer.all_trajectories()
+    obs, actions, rewards = (t.cpu().numpy() for t in (batch.obs, batch.actions, batch.rewards))
+    picked = [i for i in range(len(obs)) if keep(obs[i])][-count:]
+    return [(obs[i], actions[i], rewards[i]) for i in picked]
 
 
 @dataclass
@@ -76,10 +100,14 @@ def train(
     preset: str = "",
     checkpoint_every: int = 10,
     progress: bool = True,
+    prior: Prior | None = None,
 ) -> Path:
-    """Trains until `episodes` episodes are in `out/episodes.jsonl`; returns that file."""
+    """Trains until `episodes` episodes are in `out/episodes.jsonl`; returns that file.
+
+    `prior`: episodes of an earlier run put in the buffer before the first episode (a new run
+    only; a resumed run must name the same source)."""
     out.mkdir(parents=True, exist_ok=True)
-    agent, done = _resume_or_start(config, out, preset)
+    agent, done = _resume_or_start(config, out, preset, prior)
     episodes_file = out / EPISODES_FILE
     bar = tqdm(total=episodes, initial=done, disable=not progress, unit="ep",
                desc=f"{config.algorithm} seed {config.seed}")
@@ -125,16 +153,27 @@ def _save(agent: UnifiedAgent, out: Path) -> None:
     tmp.replace(out / CHECKPOINT_FILE)  # atomic: a crash never leaves half a checkpoint
 
 
-def _resume_or_start(config: AgentConfig, out: Path, preset: str) -> tuple[UnifiedAgent, int]:
+def _resume_or_start(config: AgentConfig, out: Path, preset: str,
+                     prior: Prior | None = None) -> tuple[UnifiedAgent, int]:
     """A fresh agent, or the checkpointed one with the episodes logged after it dropped."""
     run_file, ckpt = out / RUN_FILE, out / CHECKPOINT_FILE
     if not ckpt.exists():
         (out / EPISODES_FILE).unlink(missing_ok=True)
-        meta = {"algorithm": config.algorithm, "seed": config.seed, "preset": preset,
-                "config": config_to_dict(config)}
+        agent = UnifiedAgent(config)
+        meta: dict[str, Any] = {"algorithm": config.algorithm, "seed": config.seed,
+                                "preset": preset, "config": config_to_dict(config)}
+        if prior is not None:
+            added = agent.add_prior_episodes(prior.episodes)
+            meta["prior"] = {"source": prior.source, "episodes": added}
+            log.info("%s starts with %d prior episodes from %s", out, added, prior.source)
         run_file.write_text(json.dumps(meta, indent=2))
-        return UnifiedAgent(config), 0
+        return agent, 0
     saved = json.loads(run_file.read_text())
+    began_with = (saved.get("prior") or {}).get("source")
+    if prior is not None and prior.source != began_with:
+        raise ValueError(
+            f"{out} holds a run that began with prior episodes from {began_with or 'no run'}, "
+            f"not {prior.source}; resume it without --prior (or the same one) or use a new --out")
     # Through config_from_dict: settings added since the run began take their defaults.
     saved_config = config_to_dict(config_from_dict(saved["config"]))
     differs = _differences(saved_config, config_to_dict(config))

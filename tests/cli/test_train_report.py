@@ -20,6 +20,11 @@ def _train(dclaw_cmd, out, algo, episodes, seed=0, extra=()):
     )
 
 
+def _said(result) -> str:
+    """stderr as one line: typer's error box wraps long messages (and paths) over lines."""
+    return " ".join(result.stderr.replace("│", " ").split())
+
+
 def _rows(out):
     return [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
 
@@ -107,3 +112,58 @@ def test_report_refuses_a_directory_without_runs(dclaw_cmd, tmp_path):
         [*dclaw_cmd, "report", str(tmp_path)], capture_output=True, text=True, timeout=60
     )
     assert bad.returncode == 2 and "episodes.jsonl" in bad.stderr
+
+
+def _donor(path, final_errors):
+    """A run directory whose buffer holds one episode per final valve error (rad)."""
+    import numpy as np
+
+    from dclaw import task
+    from learner.agent import UnifiedAgent
+    from learner.checkpoint import save_checkpoint
+    from learner.config import make_config
+
+    agent = UnifiedAgent(make_config("cpu-small", algorithm="sac", device="cpu"))
+    rng = np.random.default_rng(0)
+    for error in final_errors:
+        obs = rng.normal(size=(41, task.OBS_DIM)).astype(np.float32)
+        obs[:, task.OBS_TARGET_ERROR] = 3.0
+        obs[-1, task.OBS_TARGET_ERROR] = error
+        agent.observe_episode(obs, rng.uniform(-1, 1, (40, task.ACTION_DIM)), rng.normal(size=40))
+    path.mkdir()
+    save_checkpoint(agent, path / "checkpoint.pt")
+    return [bool(task.success(e)) for e in final_errors]
+
+
+def test_train_starts_from_a_prior_runs_successful_episodes_and_keeps_to_that_source(
+        dclaw_cmd, tmp_path):
+    donor, out = tmp_path / "donor", tmp_path / "run"
+    assert _donor(donor, [3.0, 0.02, 1.5, -0.05, 2.0]) == [False, True, False, True, False]
+    done = _train(dclaw_cmd, out, "sac", 1, extra=("--prior", str(donor), "--prior-count", "5"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "run.json").read_text())["prior"] == {
+        "source": str(donor.resolve()), "episodes": 2}  # the two successful ones
+    from learner.checkpoint import load_checkpoint
+    agent = load_checkpoint(out / "checkpoint.pt", restore_rng=False)
+    assert (agent.prior_episodes, agent.episodes_seen, len(agent.buffer)) == (2, 1, 3)
+    final_errors = agent.buffer.all_trajectories().obs[:2, -1, 20].tolist()
+    assert final_errors == pytest.approx([0.02, -0.05])  # oldest first
+
+    # Resuming with the same source (or none) goes on; with another it is refused.
+    assert _train(dclaw_cmd, out, "sac", 2).returncode == 0
+    other = _train(dclaw_cmd, out, "sac", 3, extra=("--prior", str(tmp_path / "else")))
+    assert other.returncode == 2 and "began with prior episodes from" in _said(other)
+    assert len(_rows(out)) == 2
+
+
+def test_train_refuses_a_prior_run_without_a_checkpoint_or_a_success(dclaw_cmd, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    missing = _train(dclaw_cmd, tmp_path / "a", "sac", 1, extra=("--prior", str(empty)))
+    assert missing.returncode == 2 and "holds no checkpoint" in _said(missing)
+    _donor(tmp_path / "failed", [3.0, 2.0])
+    failed = _train(dclaw_cmd, tmp_path / "b", "sac", 1,
+                    extra=("--prior", str(tmp_path / "failed")))
+    assert failed.returncode == 2 and "holds no successful episode" in _said(failed)
+    assert "Traceback" not in missing.stderr + failed.stderr
+    assert not (tmp_path / "a" / "episodes.jsonl").exists()

@@ -121,3 +121,24 @@ def test_the_posterior_check_uses_the_real_returns_of_mf_episodes_only(monkeypat
         record = agent.decide()
         assert (record.choice, record.reason) == (("mf", "model-check") if check else ("mb", "eps"))
         assert record.eps_choice == "mb"
+
+
+def test_prior_episodes_fill_the_buffer_but_neither_count_nor_shorten_the_warm_up():
+    agent = small_agent("sac", warmup_episodes=2)
+    rng = np.random.default_rng(7)
+    prior = [fake_episode(rng) for _ in range(3)]
+    assert agent.add_prior_episodes(prior) == 3
+    assert (len(agent.buffer), agent.episodes_seen, agent.prior_episodes) == (3, 0, 3)
+    assert np.allclose(agent.buffer.all_trajectories().obs[1].numpy(), prior[1][0])
+    assert not agent.learning_started  # three episodes in the buffer, none of the run's own
+    records, stats = run(agent, 2)
+    assert [r.reason for r in records] == ["warm-up", "warm-up"]
+    assert "sac/critic_loss" in stats  # learning starts with the run's second episode
+    assert (len(agent.buffer), agent.episodes_seen) == (5, 2)
+
+    restored = small_agent("sac", warmup_episodes=2)
+    restored.load_state_dict(agent.state_dict())
+    assert (restored.prior_episodes, restored.episodes_seen, len(restored.buffer)) == (3, 2, 5)
+
+    with pytest.raises(ValueError, match="before the run's first episode"):
+        agent.add_prior_episodes(prior[:1])
