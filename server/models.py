@@ -69,6 +69,8 @@ class Run(Base):
     mode: Mapped[str] = mapped_column(String(8))
     overrides: Mapped[dict[str, Any]]
     config: Mapped[dict[str, Any]]  # learner.config.config_to_dict of the resolved config
+    # {"run_id": R, "count": N}: start with run R's last N successful episodes (schemas.Prior)
+    prior: Mapped[dict[str, Any] | None]
     status: Mapped[str] = mapped_column(String(16), default="created")
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

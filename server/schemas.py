@@ -38,6 +38,13 @@ class _Out(BaseModel):
 
 
 # -- runs --------------------------------------------------------------------------------------
+class PriorEpisodes(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: int = Field(ge=1, le=MAX_ID, description="The earlier run to take them from.")
+    count: int = Field(5, ge=1, le=10_000, description="How many: its last N successful ones.")
+
+
 class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -57,6 +64,13 @@ class RunCreate(BaseModel):
         "sync",
         description="sync: an assignment waits until the trainer has learnt from the runner's "
         "previous episodes (Alg. 1); async: the newest decision.",
+    )
+    prior: PriorEpisodes | None = Field(
+        None,
+        description="Start the buffer with an earlier run's last successful episodes (Ball et "
+        "al. 2023): they train the learners but are not the run's episodes. A run that stalls "
+        "because it never sees a success gets past it this way; it is then not learning from "
+        "scratch.",
     )
 
     _overrides_json = field_validator("overrides")(strict_json)
@@ -82,6 +96,7 @@ class RunOut(_Out):
     preset: str
     mode: str
     overrides: dict[str, Any]
+    prior: PriorEpisodes | None = None
     status: RunStatus
     error: str | None
     created_at: datetime

@@ -32,7 +32,8 @@ def _out(view: repo.RunView, model: type[RunOut] = RunOut) -> RunOut:
 def create_run(body: RunCreate, session: SessionDep) -> RunDetail:
     """Creates a run (status `created`); its learner config is the preset plus overrides."""
     run = repo.create_run(session, name=body.name, algorithm=body.algorithm,
-                          preset=body.preset, mode=body.mode, overrides=body.overrides)
+                          preset=body.preset, mode=body.mode, overrides=body.overrides,
+                          prior=body.prior.model_dump() if body.prior else None)
     return _out(repo.RunView(run), RunDetail)
 
 

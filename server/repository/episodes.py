@@ -242,6 +242,16 @@ def episodes_to_learn(session: Session, *, run_id: int, from_index: int,
     return relearn
 
 
+def prior_episodes(session: Session, *, run_id: int, steps: int, limit: int) -> list[Episode]:
+    """A run's last `limit` successful episodes of `steps` steps, oldest first (a new run's
+    prior episodes)."""
+    newest = session.scalars(
+        select(Episode).where(Episode.run_id == run_id, Episode.success.is_(True),
+                              Episode.steps == steps)
+        .order_by(Episode.id.desc()).limit(limit)).all()
+    return list(reversed(newest))
+
+
 def mark_learned(session: Session, *, episode_id: int, train_index: int) -> None:
     session.execute(update(Episode).where(Episode.id == episode_id)
                     .values(train_index=train_index))

@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server.errors import Conflict, NotFound
+from server.errors import Conflict, InvalidInput, NotFound
 from server.models import Checkpoint, Episode, Run, TrainerLease, utcnow
 from server.run_config import resolve_config
 
@@ -36,12 +36,15 @@ def create_run(
     preset: str,
     mode: str,
     overrides: dict[str, Any],
+    prior: dict[str, Any] | None = None,
 ) -> Run:
     config = resolve_config(preset=preset, algorithm=algorithm, overrides=overrides)
     if session.scalar(select(Run.id).where(Run.name == name)) is not None:
         raise Conflict(f"a run named {name!r} exists already")
+    if prior is not None:
+        _check_prior(session, prior, steps=config["episode_steps"])
     run = Run(name=name, algorithm=algorithm, preset=preset, mode=mode, overrides=overrides,
-              config=config, status="created")
+              config=config, prior=prior, status="created")
     session.add(run)
     try:
         with session.begin_nested():
@@ -51,6 +54,18 @@ def create_run(
     session.add(TrainerLease(run_id=run.id))
     session.flush()
     return run
+
+
+def _check_prior(session: Session, prior: dict[str, Any], *, steps: int) -> None:
+    """The source run must exist and hold a successful episode of this run's length."""
+    source = prior["run_id"]
+    if session.scalar(select(Run.id).where(Run.id == source)) is None:
+        raise InvalidInput(f"prior.run_id: no run with id {source}")
+    found = session.scalar(select(func.count()).select_from(Episode).where(
+        Episode.run_id == source, Episode.success.is_(True), Episode.steps == steps))
+    if not found:
+        raise InvalidInput(f"prior.run_id: run {source} holds no successful episode of "
+                           f"{steps} steps to start from")
 
 
 def get_run(session: Session, *, run_id: int, for_update: bool = False) -> Run:

@@ -76,9 +76,21 @@ class RunTrainer:
             config = config_for_trainer(run.config, self.settings.device)
             newest = learning_repo.latest_checkpoint(session, run_id=self.run_id)
             data = self.store.load(newest) if newest is not None else None
+            prior = None
+            if data is None and run.prior:
+                rows = episodes_repo.prior_episodes(
+                    session, run_id=run.prior["run_id"], steps=config.episode_steps,
+                    limit=run.prior["count"])
+                prior = [episodes_repo.episode_arrays(row) for row in rows]
         if data is None:
             agent = UnifiedAgent(config)
             log.info("run %d: fresh %s agent", self.run_id, config.algorithm)
+            if prior is not None:
+                added = agent.add_prior_episodes(
+                    (e.observations, e.actions, e.rewards) for e in prior)
+                # Fewer than asked when the source run has since lost some (or was deleted).
+                log.info("run %d: %d prior episodes of run %d in the buffer (%d asked)",
+                         self.run_id, added, run.prior["run_id"], run.prior["count"])
         else:
             agent = agent_from_bytes(data, device=config.device)
             self.checkpointed_at = agent.episodes_seen

@@ -142,6 +142,26 @@ def test_create_a_run(page, service, console):
     console.assert_clean()
 
 
+def test_create_a_run_that_starts_from_an_earlier_runs_successes(page, seed, service, console):
+    console.allow(r"status of 422")  # the unknown source run, on purpose
+    page.goto("/dashboard")
+    page.click("#new-run")
+    page.fill("#create-form input[name=name]", "with-a-head-start")
+    page.fill("#create-form input[name=prior_run]", "99999")
+    page.click("#create-form button[type=submit]")
+    _give_token(page, ADMIN)
+    expect(page.locator("#create-error")).to_contain_text("no run with id 99999")
+    page.fill("#create-form input[name=prior_run]", str(seed.demo.id))
+    page.fill("#create-form input[name=prior_count]", "3")
+    page.click("#create-form button[type=submit]")
+    row = page.locator("#runs-table tr", has_text="with-a-head-start")
+    expect(row).to_be_visible()
+    page.goto(f"/dashboard#/runs/{row.get_attribute('data-run-id')}")
+    expect(page.locator("#run-prior")).to_have_text(
+        f" · started from the last 3 successful episodes of run {seed.demo.id}")
+    console.assert_clean()
+
+
 def test_uploaded_episode_appears_live(page, seed, service, console):
     run = seed.baseline
     page.goto(f"/dashboard#/runs/{run.id}")

@@ -9,7 +9,15 @@ import time
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from server_testkit import RUNNER_AUTH, create_run, episode_body, make_settings, upload
+from server_testkit import (
+    ADMIN_AUTH,
+    RUNNER_AUTH,
+    create_run,
+    episode_body,
+    make_settings,
+    store_decision,
+    upload,
+)
 
 from robot.policy import NumpyPolicy
 from server.db import make_engine, make_session_factory, transaction
@@ -269,3 +277,50 @@ def test_release_frees_the_run(client, factory):
     with transaction(factory) as session:
         assert release(session, claim=claim)
     assert _claim(factory, "other").generation == claim.generation + 1
+
+
+def test_a_run_starts_from_the_prior_runs_last_successful_episodes(client, factory, settings):
+    source = create_run(client, name="earlier")
+    decision = store_decision(factory, source["id"])
+    bodies = []
+    for seq, final_error in enumerate([3.0, 0.05, 2.0, -0.02, 0.0, 1.0]):
+        body = episode_body(seq=seq, decision_id=decision)
+        body["observations"][-1][20] = final_error  # ROBEL's success: within 0.1 rad at the end
+        assert upload(client, source["id"], body).status_code == 201
+        bodies.append(body)
+    assert client.post(f"/api/v1/runs/{source['id']}/stop", headers=ADMIN_AUTH).is_success
+
+    run = create_run(client, name="later", prior={"run_id": source["id"], "count": 2})
+    assert client.get(f"/api/v1/runs/{run['id']}").json()["prior"] == {
+        "run_id": source["id"], "count": 2}
+    trainer = RunTrainer(claim=_claim(factory), settings=settings, session_factory=factory)
+    assert trainer.claim.run_id == run["id"]
+    agent = trainer.load()
+    # The last two successful episodes (seq 3 and 4), oldest first, are not the run's own.
+    assert (agent.prior_episodes, agent.episodes_seen, len(agent.buffer)) == (2, 0, 2)
+    np.testing.assert_allclose(agent.buffer.all_trajectories().obs.numpy(),
+                               np.array([bodies[3]["observations"], bodies[4]["observations"]]))
+    trainer.step()
+    _play(client, run["id"], 0)
+    assert trainer.step() == 1
+    assert [e.train_index for e in _episodes(factory, run["id"])] == [0]  # the run's own count
+    assert len(agent.buffer) == 3
+    assert [e.train_index for e in _episodes(factory, source["id"])] == [None] * 6  # untouched
+
+
+def test_prior_episodes_must_exist_when_the_run_is_created(client, factory):
+    source = create_run(client, name="failing")
+    decision = store_decision(factory, source["id"])
+    body = episode_body(seq=0, decision_id=decision)
+    body["observations"][-1][20] = 3.0
+    assert upload(client, source["id"], body).status_code == 201
+    for prior, message in [
+        ({"run_id": source["id"]}, f"run {source['id']} holds no successful episode of 40 steps"),
+        ({"run_id": 999}, "no run with id 999"),
+        ({"run_id": source["id"], "count": 0}, "count"),
+        ({"run_id": source["id"], "episodes": 3}, "episodes"),
+    ]:
+        refused = client.post("/api/v1/runs", headers=ADMIN_AUTH, json={
+            "name": "later", "preset": "cpu-small", "prior": prior})
+        assert refused.status_code == 422 and message in refused.text, refused.text
+    assert [r["name"] for r in client.get("/api/v1/runs").json()] == ["failing"]

@@ -160,7 +160,8 @@ export class RunView {
     replace(this.head,
       h("h1", { id: "run-name" }, run.name), badge(run.status),
       h("span", { class: "sub" }, `${run.algorithm} · ${run.preset} · ${run.mode} · created `,
-        age(run.created_at)),
+        age(run.created_at), run.prior ? h("span", { id: "run-prior" }, ` · started from the ` +
+          `last ${run.prior.count} successful episodes of run ${run.prior.run_id}`) : null),
       h("div", { class: "actions" },
         h("button", { id: "start-run", class: "primary", disabled: run.status === "running",
           onclick: () => this.act("start") }, "Start"),

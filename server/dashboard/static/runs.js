@@ -88,10 +88,14 @@ export class RunsView {
         return;
       }
       try {
-        const run = await adminRequest("POST", "/api/v1/runs", {
+        const body = {
           name: data.name, algorithm: data.algorithm, preset: data.preset, mode: data.mode,
           overrides,
-        });
+        };
+        if (data.prior_run.trim()) {
+          body.prior = { run_id: Number(data.prior_run), count: Number(data.prior_count || 5) };
+        }
+        const run = await adminRequest("POST", "/api/v1/runs", body);
         dialog.close("ok");
         toast(`Created run “${run.name}”. Start it when a runner is ready.`, "ok");
         this.onChange();

@@ -230,7 +230,14 @@ export async function adminRequest(method, path, body) {
       showTokenState();
       return result;
     } catch (err) {
-      if (err.status !== 401 && err.status !== 403) throw err;
+      if (err.status !== 401 && err.status !== 403) {
+        // The token passed (auth is checked first); the request itself was refused: keep it.
+        if (err.status) {
+          sessionStorage.setItem(TOKEN_KEY, token);
+          showTokenState();
+        }
+        throw err;
+      }
       forgetToken();
       token = null;
       problem = `The service refused the token (${err.status}: ${err.message}). ` +
