@@ -23,7 +23,7 @@ import torch
 
 from dclaw import task
 from learner.checkpoint import load_checkpoint, save_checkpoint
-from learner.offline import CHECKPOINT_FILE
+from learner.offline import CHECKPOINT_FILE, episodes_from_run
 from learner.sac import SAC
 
 MODES = ("continue", "reset-sac", "add-successes")
@@ -32,12 +32,8 @@ MODES = ("continue", "reset-sac", "add-successes")
 def successful_episodes(run_dir: Path, count: int):
     """The last `count` episodes of a run's buffer whose valve ended within the success
     threshold (ROBEL's score: the target error of the last observation)."""
-    buffer = load_checkpoint(run_dir / CHECKPOINT_FILE, restore_rng=False).buffer
-    batch = buffer.all_trajectories()
-    final_error = batch.obs[:, -1, task.OBS_TARGET_ERROR].cpu().numpy()
-    picked = [i for i in range(len(buffer)) if task.success(final_error[i])][-count:]
-    return [(batch.obs[i].cpu().numpy(), batch.actions[i].cpu().numpy(),
-             batch.rewards[i].cpu().numpy()) for i in picked]
+    return episodes_from_run(run_dir, count,
+                             keep=lambda obs: bool(task.success(obs[-1, task.OBS_TARGET_ERROR])))
 
 
 def branch(run_dir: Path, out: Path, mode: str, donor: Path | None = None, count: int = 5,
