@@ -115,6 +115,8 @@ class UnifiedAgent:
             self.recent_mf_returns.append(float(np.asarray(rewards, dtype=np.float64).sum()))
         self.episodes_seen += 1
         stats: dict[str, float] = {"buffer/episodes": float(len(self.buffer))}
+        if self.prior_episodes:  # how many of those came from an earlier run
+            stats["buffer/prior_episodes"] = float(self.prior_episodes)
         if not self.learning_started:
             return stats
         if self.uses_model:

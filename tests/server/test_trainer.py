@@ -304,6 +304,9 @@ def test_a_run_starts_from_the_prior_runs_last_successful_episodes(client, facto
     _play(client, run["id"], 0)
     assert trainer.step() == 1
     assert [e.train_index for e in _episodes(factory, run["id"])] == [0]  # the run's own count
+    metrics = client.get(f"/api/v1/runs/{run['id']}/metrics").json()
+    assert metrics[-1]["stats"]["buffer/prior_episodes"] == 2  # what a user sees of them
+    assert metrics[-1]["stats"]["buffer/episodes"] == 3
     assert len(agent.buffer) == 3
     assert [e.train_index for e in _episodes(factory, source["id"])] == [None] * 6  # untouched
 
