@@ -32,8 +32,7 @@ MODES = ("continue", "reset-sac", "add-successes")
 def successful_episodes(run_dir: Path, count: int):
     """The last `count` episodes of a run's buffer whose valve ended within the success
     threshold (ROBEL's score: the target error of the last observation)."""
-    return episodes_from_run(run_dir, count,
-                             keep=lambda obs: bool(task.success(obs[-1, task.OBS_TARGET_ERROR])))
+    return episodes_from_run(run_dir, count, keep=task.episode_succeeded)
 
 
 def branch(run_dir: Path, out: Path, mode: str, donor: Path | None = None, count: int = 5,

@@ -280,7 +280,7 @@ def train(
     import sim
     from dclaw import task
     from learner.config import PRESETS, make_config
-    from learner.offline import Prior, episodes_from_run
+    from learner.offline import CHECKPOINT_FILE, Prior, episodes_from_run
     from learner.offline import train as train_offline
     from learner.report import load_run, plot_run
 
@@ -293,11 +293,9 @@ def train(
         raise typer.BadParameter(str(exc), param_hint="--set") from exc
     run_dir = out or Path("runs") / f"{algo.value}-{preset}-s{seed}"
     prior_episodes = None
-    if prior is not None and not (run_dir / "checkpoint.pt").exists():
+    if prior is not None and not (run_dir / CHECKPOINT_FILE).exists():
         try:
-            found = episodes_from_run(
-                prior, prior_count,
-                keep=lambda obs: bool(task.success(obs[-1, task.OBS_TARGET_ERROR])))
+            found = episodes_from_run(prior, prior_count, keep=task.episode_succeeded)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--prior") from exc
         if not found:

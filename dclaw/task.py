@@ -134,3 +134,8 @@ def reward(claw_qpos: np.ndarray, claw_qvel: np.ndarray, target_err: np.ndarray)
 def success(target_err: np.ndarray) -> np.ndarray:
     """ROBEL's success score: the valve within SUCCESS_THRESHOLD of the goal."""
     return np.abs(target_err) < SUCCESS_THRESHOLD
+
+
+def episode_succeeded(observations: np.ndarray) -> bool:
+    """An episode's success: ROBEL's score at its last observation, (T + 1, OBS_DIM)."""
+    return bool(success(observations[-1, OBS_TARGET_ERROR]))

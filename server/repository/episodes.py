@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
-from dclaw.task import OBS_TARGET_ERROR, success
+from dclaw.task import episode_succeeded
 from server import arrays
 from server.errors import Conflict, InvalidInput, NotFound
 from server.models import Episode, GateDecision, PolicySnapshot, Run, utcnow
@@ -81,7 +81,7 @@ def add_episode(
         rewards=arrays.encode(data.rewards, data.rewards.shape, "rewards"),
         timestamps=arrays.encode(data.timestamps, data.timestamps.shape, "timestamps"),
         episode_return=float(data.rewards.sum(dtype=np.float64)),
-        success=bool(success(data.observations[-1, OBS_TARGET_ERROR])),
+        success=episode_succeeded(data.observations),
         timing=dict(timing), train_index=None, created_at=utcnow(),
     )
     try:

@@ -216,6 +216,11 @@ export async function askReadToken() {
 }
 
 /** A request that needs the admin token: asks for it once per tab, and again when refused. */
+function keepToken(token) {
+  sessionStorage.setItem(TOKEN_KEY, token);
+  showTokenState();
+}
+
 export async function adminRequest(method, path, body) {
   let token = storedToken();
   let problem = null;
@@ -226,16 +231,12 @@ export async function adminRequest(method, path, body) {
     }
     try {
       const result = await request(method, path, { body, token });
-      sessionStorage.setItem(TOKEN_KEY, token);
-      showTokenState();
+      keepToken(token);
       return result;
     } catch (err) {
       if (err.status !== 401 && err.status !== 403) {
         // The token passed (auth is checked first); the request itself was refused: keep it.
-        if (err.status) {
-          sessionStorage.setItem(TOKEN_KEY, token);
-          showTokenState();
-        }
+        if (err.status) keepToken(token);
         throw err;
       }
       forgetToken();
