@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from dclaw.task import OBS_DIM, turn_valve
 from learner import gate
-from learner.buffer import EpisodeBuffer
+from learner.buffer import EpisodeBuffer, TransitionBatch
 from learner.config import AgentConfig, config_to_dict, resolve_device
 from learner.dynamics import DynamicsModel, DynamicsTrainer
 from learner.gate import MB, MF, GateRecord
@@ -54,6 +55,14 @@ class UnifiedAgent:
         )
         self.resolved_config = c
         self.buffer = EpisodeBuffer(c.obs_dim, c.act_dim, c.episode_steps, self.device)
+        # config.valve_symmetry: each episode turned by +-120 degrees, for SAC's batches only
+        # (the model, the MB policy and the gate see the task's own start states).
+        self.turned: EpisodeBuffer | None = None
+        if c.valve_symmetry:
+            if c.obs_dim != OBS_DIM:
+                raise ValueError(f"valve_symmetry needs D'Claw's {OBS_DIM} observations, "
+                                 f"not obs_dim={c.obs_dim}")
+            self.turned = EpisodeBuffer(c.obs_dim, c.act_dim, c.episode_steps, self.device)
         # The MF policy exists in every algorithm: it is the warm-up policy too.
         self.sac = SAC(c.obs_dim, c.act_dim, c.sac, c.gamma, self.device)
         self.model: DynamicsModel | None = None
@@ -96,7 +105,7 @@ class UnifiedAgent:
             raise ValueError("prior episodes go in before the run's first episode")
         added = 0
         for obs, actions, rewards in episodes:
-            self.buffer.add_episode(obs, actions, rewards)
+            self._store(obs, actions, rewards)
             added += 1
         self.prior_episodes += added
         return added
@@ -109,7 +118,7 @@ class UnifiedAgent:
         """Adds one episode (obs (T+1, obs_dim), actions (T, act_dim), rewards (T,)) and runs
         this episode's updates; returns losses and timings (empty of losses during warm-up).
         `policy_kind` is the policy that ran it; None: the latest decision's choice."""
-        self.buffer.add_episode(obs, actions, rewards, terminated)
+        self._store(obs, actions, rewards, terminated)
         kind = policy_kind or (self.recent_choices[-1] if self.recent_choices else MF)
         if kind == MF:
             self.recent_mf_returns.append(float(np.asarray(rewards, dtype=np.float64).sum()))
@@ -124,6 +133,28 @@ class UnifiedAgent:
         if self.uses_sac:
             stats.update(self._train_sac())
         return stats
+
+    def _store(self, obs: Any, actions: Any, rewards: Any, terminated: bool = False) -> None:
+        self.buffer.add_episode(obs, actions, rewards, terminated)
+        self._store_turned(obs, actions, rewards, terminated)
+
+    def _store_turned(self, obs: Any, actions: Any, rewards: Any, terminated: bool) -> None:
+        if self.turned is None:
+            return
+        # From the float32 values the buffer holds, so a restored run rebuilds the same copies.
+        obs, rewards = np.asarray(obs, np.float32), np.asarray(rewards, np.float32)
+        for turns in (1, -1):
+            turned_obs, turned_rewards = turn_valve(obs, rewards, turns)
+            self.turned.add_episode(turned_obs, actions, turned_rewards, terminated)
+
+    def _sac_batch(self, size: int) -> TransitionBatch:
+        """Uniform over every stored transition, the valve-turned copies included."""
+        if self.turned is None:
+            return self.buffer.sample_transitions(size, self.generator)
+        own = round(size * len(self.buffer) / (len(self.buffer) + len(self.turned)))
+        mine = self.buffer.sample_transitions(own, self.generator)
+        theirs = self.turned.sample_transitions(size - own, self.generator)
+        return TransitionBatch(*(torch.cat(pair) for pair in zip(mine, theirs, strict=True)))
 
     def _train_model_based(self) -> dict[str, float]:
         assert self.model_trainer is not None and self.mb is not None and self.model is not None
@@ -145,7 +176,7 @@ class UnifiedAgent:
         start = time.perf_counter()
         cfg = self.config.sac
         for _ in range(cfg.updates_per_episode):
-            batch = self.buffer.sample_transitions(cfg.batch_size, self.generator)
+            batch = self._sac_batch(cfg.batch_size)
             stats.update(self.sac.update(batch).to_dict())
         stats["time/sac_s"] = time.perf_counter() - start
         if cfg.updates_per_episode:
@@ -216,6 +247,14 @@ class UnifiedAgent:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.buffer.load_state_dict(state["buffer"])
+        if self.turned is not None:  # derived data: rebuilt, not checkpointed
+            c = self.config
+            self.turned = EpisodeBuffer(c.obs_dim, c.act_dim, c.episode_steps, self.device)
+            saved = state["buffer"]
+            for obs, actions, rewards, terminated in zip(
+                saved["obs"], saved["actions"], saved["rewards"], saved["terminated"], strict=True
+            ):
+                self._store_turned(obs.numpy(), actions.numpy(), rewards.numpy(), bool(terminated))
         self.sac.load_state_dict(state["sac"])
         self.versions = dict(state["versions"])
         self.recent_choices.clear()

@@ -142,3 +142,40 @@ def test_prior_episodes_fill_the_buffer_but_neither_count_nor_shorten_the_warm_u
 
     with pytest.raises(ValueError, match="before the run's first episode"):
         agent.add_prior_episodes(prior[:1])
+
+
+def test_valve_symmetry_gives_sac_each_episode_turned_both_ways_and_nothing_else():
+    from dclaw import task
+
+    config = make_config("cpu-small", algorithm="unified", device="cpu", valve_symmetry=True,
+                         episode_steps=T, warmup_episodes=5)
+    agent = UnifiedAgent(config)
+    rng = np.random.default_rng(4)
+    episodes = [(task.observation(np.tile(task.RESET_POSE, (T + 1, 1)), rng.uniform(0, 2, T + 1),
+                                  rng.uniform(-1, 1, (T + 1, 9))),
+                 rng.uniform(-1, 1, (T, 9)), rng.normal(-10, 1, T)) for _ in range(3)]
+    agent.add_prior_episodes(episodes[:1])
+    for obs, actions, rewards in episodes[1:]:
+        agent.observe_episode(obs, actions, rewards)
+    # The model, the MB policy and the gate see the three episodes as they were ...
+    assert len(agent.buffer) == 3 and len(agent.buffer.initial_observations()) == 3
+    # ... and SAC also sees each turned by +120 and -120 degrees.
+    assert len(agent.turned) == 6
+    turned_obs, turned_rewards = task.turn_valve(episodes[2][0], episodes[2][2], -1)
+    stored = agent.turned.all_trajectories()
+    assert np.allclose(stored.obs[5].numpy(), turned_obs, atol=1e-6)
+    assert np.allclose(stored.rewards[5].numpy(), turned_rewards, atol=1e-5)
+
+    # A batch is uniform over all nine episodes' transitions: a third of it the run's own.
+    batch = agent._sac_batch(30)
+    own = agent.buffer.all_trajectories().obs[:, :-1].reshape(-1, task.OBS_DIM)
+    is_own = (batch.obs[:, None, :] == own[None]).all(-1).any(-1)
+    assert batch.obs.shape == (30, task.OBS_DIM) and int(is_own.sum()) == 10
+
+    restored = UnifiedAgent(config)  # the turned copies are rebuilt from the checkpoint
+    restored.load_state_dict(agent.state_dict())
+    again = restored.turned.all_trajectories()
+    assert len(restored.turned) == 6 and torch.equal(again.obs, stored.obs)
+
+    with pytest.raises(ValueError, match="valve_symmetry needs D'Claw's 21 observations"):
+        small_agent("sac", valve_symmetry=True)

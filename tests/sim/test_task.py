@@ -101,3 +101,38 @@ def test_observation_layout():
     assert obs[10] == pytest.approx(1.0)  # sin(pi/2)
     assert np.allclose(obs[11:20], act)
     assert obs[20] == pytest.approx(PI / 2, abs=1e-6)
+
+
+def _episode(rng: np.random.Generator, valve: np.ndarray):
+    """An episode's observations and rewards for a given valve path, claw at the reset pose."""
+    steps = len(valve) - 1
+    qpos = np.tile(task.RESET_POSE, (steps + 1, 1))
+    obs = task.observation(qpos, valve, rng.uniform(-1, 1, (steps + 1, task.ACTION_DIM)))
+    still = np.zeros((steps, task.N_JOINTS))
+    rewards = task.reward(qpos[1:], still, obs[1:, task.OBS_TARGET_ERROR])
+    return obs, rewards
+
+
+def test_turning_the_valve_a_third_is_the_episode_of_a_valve_started_a_third_on():
+    rng = np.random.default_rng(0)
+    path = np.linspace(0.0, 1.2, 9)  # a push of 1.2 rad from the start ...
+    obs, rewards = _episode(rng, path)
+    turned_obs, turned_rewards = task.turn_valve(obs, rewards, 1)
+    # ... is, a third of a turn on, a push from 2.09 rad through the goal at pi.
+    expected_obs, expected_rewards = _episode(np.random.default_rng(0), path + 2 * PI / 3)
+    assert np.allclose(turned_obs, expected_obs, atol=1e-6)
+    assert np.allclose(turned_rewards, expected_rewards, atol=1e-5)
+    assert turned_rewards.max() > 50 > rewards.max()  # the success bonus, never earned at 0..1.2
+
+
+def test_turning_back_and_three_thirds_give_the_episode_again():
+    obs, rewards = _episode(np.random.default_rng(1), np.linspace(-0.5, 2.0, 11))
+    back = task.turn_valve(*task.turn_valve(obs, rewards, 1), -1)
+    full = task.turn_valve(*task.turn_valve(*task.turn_valve(obs, rewards, 1), 1), 1)
+    for out_obs, out_rewards in (back, full):
+        assert np.allclose(out_obs, obs, atol=1e-9)
+        assert np.allclose(out_rewards, rewards, atol=1e-9)
+    turned, _ = task.turn_valve(obs.astype(np.float32), rewards, -1)
+    assert turned.dtype == np.float32
+    same = [task.OBS_CLAW_QPOS, task.OBS_LAST_ACTION]  # the claw's part is untouched
+    assert all(np.array_equal(turned[:, s], obs.astype(np.float32)[:, s]) for s in same)
