@@ -148,10 +148,14 @@ class UnifiedAgent:
             self.turned.add_episode(turned_obs, actions, turned_rewards, terminated)
 
     def _sac_batch(self, size: int) -> TransitionBatch:
-        """Uniform over every stored transition, the valve-turned copies included."""
+        """Uniform over every stored transition, the valve-turned copies included, or with
+        `valve_symmetry_share` of the batch turned."""
         if self.turned is None:
             return self.buffer.sample_transitions(size, self.generator)
-        own = round(size * len(self.buffer) / (len(self.buffer) + len(self.turned)))
+        share = self.config.valve_symmetry_share
+        if share is None:
+            share = len(self.turned) / (len(self.buffer) + len(self.turned))
+        own = size - round(size * share)
         mine = self.buffer.sample_transitions(own, self.generator)
         theirs = self.turned.sample_transitions(size - own, self.generator)
         return TransitionBatch(*(torch.cat(pair) for pair in zip(mine, theirs, strict=True)))

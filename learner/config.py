@@ -131,6 +131,9 @@ class AgentConfig:
     # full turn, but every other seed learned 66-100 episodes later; final success at 400
     # episodes 55-58% (docs/BENCHMARKS.md, "Valve symmetry").
     valve_symmetry: bool = False
+    # The share of each SAC batch drawn from the turned copies; None: uniform over all stored
+    # transitions, which with two copies of each episode is two thirds.
+    valve_symmetry_share: float | None = None
     sac: SACConfig = field(default_factory=SACConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     mb_policy: MBPolicyConfig = field(default_factory=MBPolicyConfig)
@@ -139,6 +142,9 @@ class AgentConfig:
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, not {self.algorithm!r}")
+        share = self.valve_symmetry_share
+        if share is not None and not 0 <= share <= 1:
+            raise ValueError(f"valve_symmetry_share must lie in [0, 1], not {share}")
         if not self.sac.reward_scale > 0:
             raise ValueError(f"sac.reward_scale must be positive, not {self.sac.reward_scale}")
         if self.mb_policy.training not in ("full_trajectory", "dreamer"):

@@ -1,5 +1,7 @@
 """Alg. 1 as an object: ablations, warm-up, the one-in-ten rule, versions."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -171,6 +173,13 @@ def test_valve_symmetry_gives_sac_each_episode_turned_both_ways_and_nothing_else
     own = agent.buffer.all_trajectories().obs[:, :-1].reshape(-1, task.OBS_DIM)
     is_own = (batch.obs[:, None, :] == own[None]).all(-1).any(-1)
     assert batch.obs.shape == (30, task.OBS_DIM) and int(is_own.sum()) == 10
+
+    quarter = UnifiedAgent(dataclasses.replace(config, valve_symmetry_share=0.25))
+    quarter.load_state_dict(agent.state_dict())
+    batch = quarter._sac_batch(32)  # a set share of the batch turned, whatever the counts
+    assert int((batch.obs[:, None, :] == own[None]).all(-1).any(-1).sum()) == 24
+    with pytest.raises(ValueError, match=r"valve_symmetry_share must lie in \[0, 1\]"):
+        dataclasses.replace(config, valve_symmetry_share=1.5)
 
     restored = UnifiedAgent(config)  # the turned copies are rebuilt from the checkpoint
     restored.load_state_dict(agent.state_dict())
