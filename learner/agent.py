@@ -159,15 +159,17 @@ class UnifiedAgent:
     def _sac_batch(self, size: int) -> TransitionBatch:
         """Uniform over every stored transition, the valve-turned copies included, or with
         `valve_symmetry_share` of the batch turned."""
+        n, gamma = self.config.sac.n_step, self.config.gamma
         if self.turned is None:
-            return self.buffer.sample_transitions(size, self.generator)
+            return self.buffer.sample_transitions(size, self.generator, n, gamma)
         share = self.config.valve_symmetry_share
         if share is None:
             share = len(self.turned) / (len(self.buffer) + len(self.turned))
         own = size - round(size * share)
-        mine = self.buffer.sample_transitions(own, self.generator)
-        theirs = self.turned.sample_transitions(size - own, self.generator)
-        return TransitionBatch(*(torch.cat(pair) for pair in zip(mine, theirs, strict=True)))
+        mine = self.buffer.sample_transitions(own, self.generator, n, gamma)
+        theirs = self.turned.sample_transitions(size - own, self.generator, n, gamma)
+        return TransitionBatch(*(None if a is None else torch.cat((a, b))
+                                 for a, b in zip(mine, theirs, strict=True)))
 
     def _train_model_based(self) -> dict[str, float]:
         assert self.model_trainer is not None and self.mb is not None and self.model is not None

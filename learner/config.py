@@ -44,6 +44,7 @@ class SACConfig:
     reward_scale: float = 1.0
     batch_size: int = 256  # transitions per gradient step
     updates_per_episode: int = 40  # one gradient step per environment step (UTD 1)
+    n_step: int = 1  # not in the paper: rewards summed over n steps before bootstrapping
 
 
 @dataclass(frozen=True)
