@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dclaw.task import OBS_CLAW_QPOS, OBS_DIM, OBS_VALVE_COS, OBS_VALVE_SIN, turn_valve
+from dclaw.task import OBS_DIM, turn_valve
 from learner import gate
 from learner.buffer import EpisodeBuffer, TransitionBatch
 from learner.config import AgentConfig, config_to_dict, resolve_device
@@ -31,7 +31,6 @@ from learner.dynamics import DynamicsModel, DynamicsTrainer
 from learner.gate import MB, MF, GateRecord
 from learner.mb_policy import MBPolicyLearner
 from learner.networks import TanhGaussianPolicy
-from learner.novelty import NoveltyBonus, with_bonus
 from learner.sac import SAC
 
 log = logging.getLogger(__name__)
@@ -66,14 +65,6 @@ class UnifiedAgent:
             self.turned = EpisodeBuffer(c.obs_dim, c.act_dim, c.episode_steps, self.device)
         # The MF policy exists in every algorithm: it is the warm-up policy too.
         self.sac = SAC(c.obs_dim, c.act_dim, c.sac, c.gamma, self.device)
-        self.novelty: NoveltyBonus | None = None
-        if c.novelty_bonus > 0:
-            # D'Claw: the physical state (joints, valve), not the last command.
-            columns = None
-            if c.obs_dim == OBS_DIM:
-                columns = [*range(OBS_CLAW_QPOS.start, OBS_CLAW_QPOS.stop), OBS_VALVE_COS,
-                           OBS_VALVE_SIN]
-            self.novelty = NoveltyBonus(c.obs_dim, columns, device=self.device)
         self.model: DynamicsModel | None = None
         self.model_trainer: DynamicsTrainer | None = None
         self.mb: MBPolicyLearner | None = None
@@ -159,17 +150,15 @@ class UnifiedAgent:
     def _sac_batch(self, size: int) -> TransitionBatch:
         """Uniform over every stored transition, the valve-turned copies included, or with
         `valve_symmetry_share` of the batch turned."""
-        n, gamma = self.config.sac.n_step, self.config.gamma
         if self.turned is None:
-            return self.buffer.sample_transitions(size, self.generator, n, gamma)
+            return self.buffer.sample_transitions(size, self.generator)
         share = self.config.valve_symmetry_share
         if share is None:
             share = len(self.turned) / (len(self.buffer) + len(self.turned))
         own = size - round(size * share)
-        mine = self.buffer.sample_transitions(own, self.generator, n, gamma)
-        theirs = self.turned.sample_transitions(size - own, self.generator, n, gamma)
-        return TransitionBatch(*(None if a is None else torch.cat((a, b))
-                                 for a, b in zip(mine, theirs, strict=True)))
+        mine = self.buffer.sample_transitions(own, self.generator)
+        theirs = self.turned.sample_transitions(size - own, self.generator)
+        return TransitionBatch(*(torch.cat(pair) for pair in zip(mine, theirs, strict=True)))
 
     def _train_model_based(self) -> dict[str, float]:
         assert self.model_trainer is not None and self.mb is not None and self.model is not None
@@ -190,15 +179,8 @@ class UnifiedAgent:
         stats: dict[str, float] = {}
         start = time.perf_counter()
         cfg = self.config.sac
-        if self.novelty is not None:
-            self.novelty.fit_normaliser(self.buffer.all_observations())
         for _ in range(cfg.updates_per_episode):
             batch = self._sac_batch(cfg.batch_size)
-            if self.novelty is not None:
-                bonus, stats["novelty/loss"] = self.novelty.update(batch.next_obs)
-                stats["novelty/bonus_max"] = float(bonus.max())
-                batch = batch._replace(
-                    rewards=with_bonus(batch.rewards, bonus, self.config.novelty_bonus))
             stats.update(self.sac.update(batch).to_dict())
         stats["time/sac_s"] = time.perf_counter() - start
         if cfg.updates_per_episode:
@@ -261,8 +243,6 @@ class UnifiedAgent:
             "prior_episodes": self.prior_episodes,
             "generator": self.generator.get_state(),
         }
-        if self.novelty is not None:
-            state["novelty"] = self.novelty.state_dict()
         if self.model is not None and self.model_trainer is not None and self.mb is not None:
             state["model"] = self.model.state_dict()
             state["model_optim"] = self.model_trainer.optim.state_dict()
@@ -288,8 +268,6 @@ class UnifiedAgent:
         self.episodes_seen = int(state["episodes_seen"])
         self.prior_episodes = int(state.get("prior_episodes", 0))  # older checkpoints: none
         self.generator.set_state(state["generator"])
-        if self.novelty is not None and "novelty" in state:
-            self.novelty.load_state_dict(state["novelty"])
         if self.model is not None and self.model_trainer is not None and self.mb is not None:
             self.model.load_state_dict(state["model"])
             self.model_trainer.optim.load_state_dict(state["model_optim"])

@@ -21,8 +21,6 @@ class TransitionBatch(NamedTuple):
     rewards: torch.Tensor  # (B,)
     next_obs: torch.Tensor  # (B, obs_dim)
     dones: torch.Tensor  # (B,)
-    # n-step returns: gamma^m for the m rewards summed into `rewards`; None means one step.
-    discounts: torch.Tensor | None = None  # (B,)
 
 
 class TrajectoryBatch(NamedTuple):
@@ -103,16 +101,11 @@ class EpisodeBuffer:
         return torch.randint(high, (size,), generator=generator).to(self.device)
 
     def sample_transitions(
-        self, batch_size: int, generator: torch.Generator | None = None,
-        n_step: int = 1, gamma: float = 1.0,
+        self, batch_size: int, generator: torch.Generator | None = None
     ) -> TransitionBatch:
-        """Uniform transitions (with replacement) over all stored steps. With `n_step` > 1 each
-        carries the discounted sum of the next n rewards (fewer at the episode's end) and the
-        observation after them, with `discounts` = gamma^m for the m rewards summed."""
+        """Uniform transitions (with replacement) over all stored steps."""
         flat = self._randint(self.num_transitions, batch_size, generator)
         ep, t = flat // self.episode_steps, flat % self.episode_steps
-        if n_step > 1:
-            return self._n_step(ep, t, n_step, gamma)
         last = t == self.episode_steps - 1
         dones = (last & self._terminated[ep]).float()
         return TransitionBatch(
@@ -121,24 +114,6 @@ class EpisodeBuffer:
             rewards=self._rewards[ep, t],
             next_obs=self._obs[ep, t + 1],
             dones=dones,
-        )
-
-    def _n_step(self, ep: torch.Tensor, t: torch.Tensor, n: int, gamma: float) -> TransitionBatch:
-        T = self.episode_steps
-        k = torch.arange(n, device=self.device)
-        steps = t[:, None] + k[None, :]
-        valid = steps < T
-        weights = valid * gamma ** k.float()
-        rewards = (self._rewards[ep[:, None], steps.clamp(max=T - 1)] * weights).sum(1)
-        m = valid.sum(1)
-        end = t + m
-        return TransitionBatch(
-            obs=self._obs[ep, t],
-            actions=self._actions[ep, t],
-            rewards=rewards,
-            next_obs=self._obs[ep, end],
-            dones=((end == T) & self._terminated[ep]).float(),
-            discounts=gamma ** m.float(),
         )
 
     def sample_trajectories(

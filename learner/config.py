@@ -44,7 +44,6 @@ class SACConfig:
     reward_scale: float = 1.0
     batch_size: int = 256  # transitions per gradient step
     updates_per_episode: int = 40  # one gradient step per environment step (UTD 1)
-    n_step: int = 1  # not in the paper: rewards summed over n steps before bootstrapping
 
 
 @dataclass(frozen=True)
@@ -137,9 +136,6 @@ class AgentConfig:
     # The share of each SAC batch drawn from the turned copies; None: uniform over all stored
     # transitions, which with two copies of each episode is two thirds.
     valve_symmetry_share: float | None = None
-    # Not in the paper (0: off): RND novelty bonus added to SAC's rewards, in reward units per
-    # step at a state as novel as the running mean (learner/novelty.py).
-    novelty_bonus: float = 0.0
     sac: SACConfig = field(default_factory=SACConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     mb_policy: MBPolicyConfig = field(default_factory=MBPolicyConfig)

@@ -26,7 +26,7 @@ def q_target(
     rewards: torch.Tensor,
     dones: torch.Tensor,
     next_q_min: torch.Tensor,
-    gamma: float | torch.Tensor,
+    gamma: float,
     next_log_prob: torch.Tensor | None = None,
     alpha: float | torch.Tensor = 0.0,
 ) -> torch.Tensor:
@@ -133,8 +133,7 @@ class SAC:
         )
         soft = next_log_prob if self.config.entropy_in_q_target else None
         scale = self.config.reward_scale  # rewards and alpha together (SACConfig.reward_scale)
-        gamma = self.gamma if batch.discounts is None else batch.discounts  # n-step: gamma^m
-        return q_target(scale * batch.rewards, batch.dones, next_q, gamma, soft,
+        return q_target(scale * batch.rewards, batch.dones, next_q, self.gamma, soft,
                         scale * self.alpha)
 
     def update(self, batch: TransitionBatch) -> SACStats:
