@@ -2,10 +2,8 @@
 
 Both learn from the same 20,000 random D'Claw-shaped transitions (obs 21, action 9) with two
 hidden layers of 256 for actor and critics, batch 256, fixed alpha 0.2, one gradient step per
-call of the update loop; trials alternate between the arms so machine noise hits all alike.
-Ours also carries its paper changes (LayerNorm critics, no entropy in the Q target), and is
-timed twice: its fused step (`learner/sac_fused.py`, what training runs) and the same step
-through autograd (`SAC.update_autograd`).
+call of the update loop; trials alternate between the two so machine noise hits both alike.
+Ours also carries its paper changes (LayerNorm critics, no entropy in the Q target).
 
     .venv/bin/python -m benchmarks.sac_speed [--steps 300] [--trials 3]
 
@@ -29,7 +27,7 @@ from learner.sac import SAC
 OBS, ACT, T, EPISODES = 21, 9, 40, 500
 
 
-def make_ours(rng: np.random.Generator, fused: bool = True):
+def make_ours(rng: np.random.Generator):
     cfg = make_config("dclaw-paper", algorithm="sac")
     sac = SAC(OBS, ACT, cfg.sac, cfg.gamma, "cpu")
     buffer = EpisodeBuffer(OBS, ACT, T, torch.device("cpu"))
@@ -38,11 +36,9 @@ def make_ours(rng: np.random.Generator, fused: bool = True):
                            rng.normal(size=T))
     gen = torch.Generator().manual_seed(0)
 
-    update = sac.update if fused else sac.update_autograd
-
     def steps(n: int) -> None:
         for _ in range(n):
-            update(buffer.sample_transitions(cfg.sac.batch_size, gen))
+            sac.update(buffer.sample_transitions(cfg.sac.batch_size, gen))
 
     return steps, cfg
 
@@ -86,24 +82,18 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     ours, cfg = make_ours(rng)
-    autograd, _ = make_ours(rng, fused=False)
-    arms = {"ours (fused step)": ours, "ours (autograd)": autograd,
-            "stable-baselines3": make_sb3(rng, cfg)}
-    for steps in arms.values():
-        steps(10)  # warm-up: buffers, optimiser state
-    rates: dict[str, list[float]] = {name: [] for name in arms}
-    for _ in range(args.trials):  # interleaved, so machine noise hits every arm alike
-        for name, steps in arms.items():
-            rates[name].append(rate(steps, args.steps))
+    sb3 = make_sb3(rng, cfg)
+    ours(10), sb3(10)  # warm-up
+    r_ours, r_sb3 = [], []
+    for _ in range(args.trials):
+        r_ours.append(rate(ours, args.steps))
+        r_sb3.append(rate(sb3, args.steps))
+    a, b = statistics.median(r_ours), statistics.median(r_sb3)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"hidden {cfg.sac.actor_hidden}, batch {cfg.sac.batch_size}")
-    median = {name: statistics.median(r) for name, r in rates.items()}
-    for name, r in rates.items():
-        print(f"  {name:20s} {median[name]:7.1f} gradient steps/s  "
-              f"(trials {[round(x) for x in r]})")
-    sb3 = median["stable-baselines3"]
-    print(f"  ratio fused / SB3: {median['ours (fused step)'] / sb3:.2f}   "
-          f"autograd / SB3: {median['ours (autograd)'] / sb3:.2f}")
+    print(f"  ours                {a:7.1f} gradient steps/s  (trials {[round(x) for x in r_ours]})")
+    print(f"  stable-baselines3   {b:7.1f} gradient steps/s  (trials {[round(x) for x in r_sb3]})")
+    print(f"  ratio ours / SB3: {a / b:.2f}")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,6 @@ import torch.nn.functional as F
 from learner.buffer import TransitionBatch
 from learner.config import SACConfig
 from learner.networks import QNetwork, TanhGaussianPolicy
-from learner.sac_fused import FusedSACStep
-from learner.sac_fused import supports as fused_supports
 
 
 # -- losses (tensor in, tensor out) ------------------------------------------------------------
@@ -122,8 +120,6 @@ class SAC:
         self.alpha_optim = (
             torch.optim.Adam([self.log_alpha], lr=config.alpha_lr) if config.auto_entropy else None
         )
-        # The same step without autograd where it covers the networks (learner/sac_fused.py).
-        self._fused = FusedSACStep(self) if fused_supports(self) else None
 
     @property
     def alpha(self) -> float:
@@ -142,12 +138,6 @@ class SAC:
 
     def update(self, batch: TransitionBatch) -> SACStats:
         """One gradient step of the critics, the actor and (optionally) the temperature."""
-        if self._fused is not None:
-            return self._fused.update(batch)
-        return self.update_autograd(batch)
-
-    def update_autograd(self, batch: TransitionBatch) -> SACStats:
-        """`update` through autograd: the reference the fused step is tested against."""
         target = self.compute_q_target(batch)
         q1, q2 = self.q1(batch.obs, batch.actions), self.q2(batch.obs, batch.actions)
         loss_q = critic_loss(q1, q2, target)

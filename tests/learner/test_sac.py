@@ -83,7 +83,7 @@ def test_scaled_actor_loss_weighs_entropy_by_the_scaled_alpha(monkeypatch):
         return actor_loss(q_min, log_prob, alpha)
 
     monkeypatch.setattr(sac_module, "actor_loss", spy)
-    small_sac(reward_scale=0.1).update_autograd(batch())  # the fused step: test_sac_fused.py
+    small_sac(reward_scale=0.1).update(batch())
     assert seen["alpha"] == pytest.approx(0.02)
 
 
