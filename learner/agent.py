@@ -113,13 +113,12 @@ class UnifiedAgent:
     # -- Alg. 1, lines 3-4 and 14 ---------------------------------------------------------------
     def observe_episode(
         self, obs: Any, actions: Any, rewards: Any, terminated: bool = False,
-        policy_kind: str | None = None, success: bool = False,
+        policy_kind: str | None = None,
     ) -> dict[str, float]:
         """Adds one episode (obs (T+1, obs_dim), actions (T, act_dim), rewards (T,)) and runs
         this episode's updates; returns losses and timings (empty of losses during warm-up).
         `policy_kind` is the policy that ran it; None: the latest decision's choice."""
         self._store(obs, actions, rewards, terminated)
-        self.sac.seen_success |= bool(success)
         kind = policy_kind or (self.recent_choices[-1] if self.recent_choices else MF)
         if kind == MF:
             self.recent_mf_returns.append(float(np.asarray(rewards, dtype=np.float64).sum()))

@@ -31,9 +31,6 @@ class SACConfig:
     alpha: float = 0.2  # Table 2: alpha_MF
     auto_entropy: bool = False  # Table 2: no automatic entropy tuning for DClaw
     target_entropy: float | None = None  # None: -action_dim (Haarnoja et al. 2018)
-    # Not in the paper: with auto_entropy, the target until the first successful episode
-    # (wider exploration until the task has been solved once); None: target_entropy throughout.
-    target_entropy_until_success: float | None = None
     sigma_max: float | None = None  # Table 2: None -> softplus std head
     actor_lr: float = 3e-4  # not given in the paper
     critic_lr: float = 3e-4  # not given in the paper

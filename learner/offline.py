@@ -118,7 +118,7 @@ def train(
             start = time.perf_counter()
             stats = agent.observe_episode(
                 episode.obs, episode.actions, episode.rewards, episode.terminated,
-                policy_kind=record.choice, success=episode.success,
+                policy_kind=record.choice,
             )
             learn_seconds = time.perf_counter() - start
             row = _row(index, episode, record.to_dict(), stats, learn_seconds)

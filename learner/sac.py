@@ -120,12 +120,6 @@ class SAC:
         self.alpha_optim = (
             torch.optim.Adam([self.log_alpha], lr=config.alpha_lr) if config.auto_entropy else None
         )
-        self.seen_success = False  # set by the agent; see SACConfig.target_entropy_until_success
-
-    @property
-    def current_target_entropy(self) -> float:
-        early = self.config.target_entropy_until_success
-        return self.target_entropy if early is None or self.seen_success else early
 
     @property
     def alpha(self) -> float:
@@ -164,8 +158,7 @@ class SAC:
 
         loss_alpha = torch.zeros(())
         if self.alpha_optim is not None:
-            loss_alpha = temperature_loss(self.log_alpha, log_prob,
-                                          self.current_target_entropy)
+            loss_alpha = temperature_loss(self.log_alpha, log_prob, self.target_entropy)
             self.alpha_optim.zero_grad(set_to_none=True)
             loss_alpha.backward()
             self.alpha_optim.step()
@@ -189,7 +182,6 @@ class SAC:
                          "critic_optim")
         }
         state["log_alpha"] = self.log_alpha.detach().cpu()
-        state["seen_success"] = self.seen_success
         if self.alpha_optim is not None:
             state["alpha_optim"] = self.alpha_optim.state_dict()
         return state
@@ -200,6 +192,5 @@ class SAC:
             getattr(self, name).load_state_dict(state[name])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        self.seen_success = bool(state.get("seen_success", False))
         if self.alpha_optim is not None:
             self.alpha_optim.load_state_dict(state["alpha_optim"])

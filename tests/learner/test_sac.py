@@ -131,14 +131,3 @@ def test_alpha_is_fixed_unless_tuned(auto):
     for _ in range(5):
         sac.update(batch())
     assert (sac.alpha != pytest.approx(0.2)) == auto
-
-
-def test_exploration_target_entropy_holds_until_the_first_success():
-    sac = small_sac(auto_entropy=True, target_entropy_until_success=-0.5)
-    assert sac.current_target_entropy == -0.5  # wider than -action_dim = -2 until solved once
-    sac.seen_success = True
-    assert sac.current_target_entropy == -2.0
-    restored = small_sac(auto_entropy=True, target_entropy_until_success=-0.5)
-    restored.load_state_dict(sac.state_dict())
-    assert restored.current_target_entropy == -2.0  # survives a checkpoint
-    assert small_sac(auto_entropy=True).current_target_entropy == -2.0  # off by default
