@@ -349,6 +349,9 @@ def plot_comparison(runs: list[Run], n: int, out: Path) -> None:
     top.legend(loc="lower right")
     bottom.set_ylim(-0.05, 1.05)
     bottom.set_ylabel("MF fraction")
+    if "unified" not in groups:  # else an empty panel reads like missing data
+        bottom.text(0.5, 0.5, "unified runs only (sac always runs MF, mbrl never)",
+                    transform=bottom.transAxes, ha="center", va="center", color="0.4")
     bottom.set_xlabel("episode")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
