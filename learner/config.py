@@ -32,7 +32,6 @@ class SACConfig:
     auto_entropy: bool = False  # Table 2: no automatic entropy tuning for DClaw
     target_entropy: float | None = None  # None: -action_dim (Haarnoja et al. 2018)
     sigma_max: float | None = None  # Table 2: None -> softplus std head
-    gsde: bool = False  # experiment: state-dependent exploration (networks.TanhGaussianPolicy)
     actor_lr: float = 3e-4  # not given in the paper
     critic_lr: float = 3e-4  # not given in the paper
     alpha_lr: float = 3e-4  # used only with auto_entropy

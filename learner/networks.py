@@ -53,7 +53,6 @@ class TanhGaussianPolicy(nn.Module):
         min_std: float = 1e-4,
         action_scale: float | np.ndarray = 1.0,
         action_offset: float | np.ndarray = 0.0,
-        gsde: bool = False,
     ):
         super().__init__()
         self.obs_dim, self.act_dim, self.hidden = obs_dim, act_dim, tuple(hidden)
@@ -61,14 +60,6 @@ class TanhGaussianPolicy(nn.Module):
         self.trunk = mlp(obs_dim, self.hidden, None, nn.Tanh)
         self.mean_head = nn.Linear(self.hidden[-1], act_dim)
         self.std_head = nn.Linear(self.hidden[-1], act_dim)
-        # Generalised state-dependent exploration (Raffin et al., CoRL 2021; SB3's defaults for
-        # SAC: log std -3, mean clipped to +-2, features detached): the noise is features(s) @ E
-        # with one matrix E ~ N(0, exp(log_std)^2) drawn per episode, so the exploration is a
-        # consistent perturbation of the policy over an episode; std(s)^2 = features^2 @ std^2.
-        self.gsde = gsde
-        if gsde:
-            self.gsde_log_std = nn.Parameter(torch.full((self.hidden[-1], act_dim), -3.0))
-        self.exploration_matrix: torch.Tensor | None = None
         # Fixed observation normalisation (identity unless set); exported with the weights.
         self.register_buffer("obs_mean", torch.zeros(obs_dim))
         self.register_buffer("obs_std", torch.ones(obs_dim))
@@ -78,22 +69,8 @@ class TanhGaussianPolicy(nn.Module):
     def distribution(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std of the Gaussian before the tanh."""
         features = self.trunk((obs - self.obs_mean) / self.obs_std)
-        if self.gsde:
-            return self._gsde_distribution(features)[:2]
         return self.mean_head(features), _std(self.std_head(features), self.sigma_max,
                                               self.min_std)
-
-    def _gsde_distribution(self, features: torch.Tensor):
-        mean = F.hardtanh(self.mean_head(features), -2.0, 2.0)
-        latent = features.detach()
-        variance = latent.pow(2) @ self.gsde_log_std.exp().pow(2)
-        return mean, torch.sqrt(variance + 1e-6), latent
-
-    @torch.no_grad()
-    def reset_noise(self) -> None:
-        """gSDE: draws the exploration matrix for the next episode (no-op otherwise)."""
-        if self.gsde:
-            self.exploration_matrix = torch.randn_like(self.gsde_log_std) * self.gsde_log_std.exp()
 
     def sample(
         self, obs: torch.Tensor, deterministic: bool = False, noise: torch.Tensor | None = None
@@ -122,15 +99,7 @@ class TanhGaussianPolicy(nn.Module):
         """One action for one observation (or a batch), in numpy."""
         param = self.mean_head.weight
         obs_t = torch.as_tensor(np.asarray(obs), dtype=param.dtype, device=param.device)
-        noise = None
-        if self.gsde and not deterministic:
-            # The episode's matrix, written as a standard-normal draw of N(mean, std(s)).
-            features = self.trunk((obs_t - self.obs_mean) / self.obs_std)
-            _, std, latent = self._gsde_distribution(features)
-            if self.exploration_matrix is None:
-                self.reset_noise()
-            noise = (latent @ self.exploration_matrix) / std
-        action, _ = self.sample(obs_t, deterministic=deterministic, noise=noise)
+        action, _ = self.sample(obs_t, deterministic=deterministic)
         return action.cpu().numpy()
 
     # -- export -----------------------------------------------------------------------------

@@ -68,7 +68,6 @@ def run_episode(env: Any, agent: UnifiedAgent, kind: str, seed: int | None) -> E
     """Runs the chosen policy (stochastic, a_t ~ pi: Alg. 1 line 12) until the episode ends."""
     start = time.perf_counter()
     obs, info = env.reset(seed=seed)
-    agent.policy(kind).reset_noise()  # gSDE: one exploration matrix per episode
     observations, actions, rewards = [obs], [], []
     success = success_any = terminated = False
     done = False

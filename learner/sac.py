@@ -94,7 +94,7 @@ class SAC:
         self.config, self.gamma = config, gamma
         self.device = torch.device(device)
         self.actor = TanhGaussianPolicy(
-            obs_dim, act_dim, config.actor_hidden, sigma_max=config.sigma_max, gsde=config.gsde
+            obs_dim, act_dim, config.actor_hidden, sigma_max=config.sigma_max
         ).to(self.device)
         self.q1, self.q2 = (
             QNetwork(obs_dim, act_dim, config.critic_hidden, config.critic_layer_norm).to(
@@ -106,10 +106,7 @@ class SAC:
         for net in (self.q1_target, self.q2_target):
             net.requires_grad_(False)
         # Fused Adam: one kernel per step instead of a dozen ops per parameter tensor.
-        self.actor_params = [  # gSDE leaves the std head unused
-            p for name, p in self.actor.named_parameters()
-            if not (config.gsde and name.startswith("std_head"))
-        ]
+        self.actor_params = list(self.actor.parameters())
         self.actor_optim = torch.optim.Adam(self.actor_params, lr=config.actor_lr, fused=True)
         critic_params = [*self.q1.parameters(), *self.q2.parameters()]
         self.critic_optim = torch.optim.Adam(critic_params, lr=config.critic_lr, fused=True)
