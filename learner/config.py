@@ -136,13 +136,6 @@ class AgentConfig:
     # The share of each SAC batch drawn from the turned copies; None: uniform over all stored
     # transitions, which with two copies of each episode is two thirds.
     valve_symmetry_share: float | None = None
-    # Experiment (off): "return, then explore" episodes (Go-Explore, Ecoffet et al. 2021;
-    # Jump-Start RL, Uchendu et al. 2023). While the run has fewer than `explore_tail_until`
-    # successful episodes, this share of MF episodes runs the policy's mean action up to a step
-    # drawn from 10-30, then uniformly random actions: the mean reaches the valve angle the
-    # policy can reach, the random tail tries what lies beyond it.
-    explore_tail: float = 0.0
-    explore_tail_until: int = 5
     sac: SACConfig = field(default_factory=SACConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     mb_policy: MBPolicyConfig = field(default_factory=MBPolicyConfig)

@@ -64,26 +64,15 @@ class Episode:
     seconds: float
 
 
-def run_episode(env: Any, agent: UnifiedAgent, kind: str, seed: int | None,
-                explore_from: int | None = None,
-                explore_rng: np.random.Generator | None = None) -> Episode:
-    """Runs the chosen policy (stochastic, a_t ~ pi: Alg. 1 line 12) until the episode ends.
-
-    `explore_from`: the policy's mean action before that step, uniform random actions from it
-    (AgentConfig.explore_tail)."""
+def run_episode(env: Any, agent: UnifiedAgent, kind: str, seed: int | None) -> Episode:
+    """Runs the chosen policy (stochastic, a_t ~ pi: Alg. 1 line 12) until the episode ends."""
     start = time.perf_counter()
     obs, info = env.reset(seed=seed)
     observations, actions, rewards = [obs], [], []
     success = success_any = terminated = False
     done = False
     while not done:
-        if explore_from is None:
-            action = agent.act(obs, kind, deterministic=False)
-        elif len(actions) < explore_from:
-            action = agent.act(obs, kind, deterministic=True)
-        else:
-            space = env.action_space
-            action = explore_rng.uniform(space.low, space.high).astype(np.float32)
+        action = agent.act(obs, kind, deterministic=False)
         obs, reward, terminated, truncated, info = env.step(action)
         observations.append(obs)
         actions.append(action)
@@ -122,19 +111,10 @@ def train(
     episodes_file = out / EPISODES_FILE
     bar = tqdm(total=episodes, initial=done, disable=not progress, unit="ep",
                desc=f"{config.algorithm} seed {config.seed}")
-    successes = sum(row["success"] for row in read_episodes(out)) if done else 0
-    explore_rng = np.random.default_rng([config.seed, done])
     with episodes_file.open("a") as sink, bar:
         for index in range(done, episodes):
             record = agent.decide()
-            explore_from = None
-            if (config.explore_tail and record.choice == "mf" and agent.learning_started
-                    and successes < config.explore_tail_until
-                    and explore_rng.random() < config.explore_tail):
-                explore_from = int(explore_rng.integers(10, 31))
-            episode = run_episode(env, agent, record.choice, seed=config.seed * 100_000 + index,
-                                  explore_from=explore_from, explore_rng=explore_rng)
-            successes += episode.success
+            episode = run_episode(env, agent, record.choice, seed=config.seed * 100_000 + index)
             start = time.perf_counter()
             stats = agent.observe_episode(
                 episode.obs, episode.actions, episode.rewards, episode.terminated,
@@ -142,8 +122,6 @@ def train(
             )
             learn_seconds = time.perf_counter() - start
             row = _row(index, episode, record.to_dict(), stats, learn_seconds)
-            if explore_from is not None:
-                row["explore_from"] = explore_from
             sink.write(json.dumps(row) + "\n")
             sink.flush()
             bar.set_postfix(ret=f"{row['return']:.0f}", ran=record.choice, ok=int(episode.success))
