@@ -20,48 +20,48 @@ import gymnasium
 import numpy as np
 
 import sim
+from dclaw import task
 from learner.checkpoint import load_checkpoint
 
 
+def _episode(env, choose, seed: int) -> tuple[float, bool, float, float]:
+    """One episode with actions from `choose(step, obs)`: its return, success at the last step,
+    the largest |valve angle| seen (wrapped) and the valve's unwrapped travel at the end."""
+    obs, _ = env.reset(seed=seed)
+    total, widest, turned, angle, info = 0.0, 0.0, 0.0, 0.0, {}
+    for step in range(task.EPISODE_STEPS):
+        obs, reward, _, _, info = env.step(choose(step, obs))
+        total += reward
+        new = float(np.arctan2(obs[10], obs[9]))
+        widest = max(widest, abs(new))
+        turned += float(task.wrap_angle(new - angle))
+        angle = new
+    return total, bool(info["success"]), widest, abs(turned)
+
+
 def evaluate(env, agent, kind: str, deterministic: bool, episodes: int) -> dict[str, float]:
-    returns, successes, travel = [], [], []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=10_000 + i)
-        total, angles, info = 0.0, [], {}
-        for _ in range(40):
-            obs, reward, _, _, info = env.step(agent.act(obs, kind, deterministic=deterministic))
-            total += reward
-            angles.append(abs(np.arctan2(obs[10], obs[9])))
-        returns.append(total)
-        successes.append(info["success"])
-        travel.append(max(angles))
-    return {"return": float(np.mean(returns)), "success": float(np.mean(successes)),
-            "valve_travel": float(np.mean(travel))}
+    runs = np.array([
+        _episode(env, lambda _, obs: agent.act(obs, kind, deterministic=deterministic),
+                 10_000 + i)
+        for i in range(episodes)
+    ])
+    return {"return": runs[:, 0].mean(), "success": runs[:, 1].mean(),
+            "valve_travel": runs[:, 2].mean()}
 
 
 def explore_tail(env, agent, start: int, episodes: int) -> dict[str, float]:
     """Mean action until `start`, then uniform random actions; valve travel unwrapped."""
     rng = np.random.default_rng(0)
-    returns, successes, travel = [], [], []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=20_000 + i)
-        total, angle, turned, info = 0.0, 0.0, 0.0, {}
-        for t in range(40):
-            if t < start:
-                action = agent.act(obs, "mf", deterministic=True)
-            else:
-                action = rng.uniform(env.action_space.low, env.action_space.high)
-            obs, reward, _, _, info = env.step(action.astype(np.float32))
-            total += reward
-            new = float(np.arctan2(obs[10], obs[9]))
-            turned += (new - angle + np.pi) % (2 * np.pi) - np.pi  # unwrapped
-            angle = new
-            travel_now = abs(turned)
-        returns.append(total)
-        successes.append(info["success"])
-        travel.append(travel_now)
-    return {"return": float(np.mean(returns)), "success": float(np.mean(successes)),
-            "valve_travel": float(np.mean(travel)), "best_travel": float(np.max(travel))}
+    low, high = env.action_space.low, env.action_space.high
+
+    def choose(step, obs):
+        if step < start:
+            return agent.act(obs, "mf", deterministic=True)
+        return rng.uniform(low, high).astype(np.float32)
+
+    runs = np.array([_episode(env, choose, 20_000 + i) for i in range(episodes)])
+    return {"return": runs[:, 0].mean(), "success": runs[:, 1].mean(),
+            "valve_travel": runs[:, 3].mean(), "best_travel": runs[:, 3].max()}
 
 
 def main() -> None:
