@@ -32,7 +32,7 @@ def _episode(env, choose, seed: int) -> tuple[float, bool, float, float]:
     for step in range(task.EPISODE_STEPS):
         obs, reward, _, _, info = env.step(choose(step, obs))
         total += reward
-        new = float(np.arctan2(obs[10], obs[9]))
+        new = float(np.arctan2(obs[task.OBS_VALVE_SIN], obs[task.OBS_VALVE_COS]))
         widest = max(widest, abs(new))
         turned += float(task.wrap_angle(new - angle))
         angle = new

@@ -91,13 +91,13 @@ def main() -> None:
     sb3 = make_sb3(rng, cfg)
     ours_bf16 = make_ours(rng, bf16=True)[0] if args.bf16 else None
     ours(10), sb3(10)  # warm-up
-    if ours_bf16:
+    if ours_bf16 is not None:
         ours_bf16(10)
     r_ours, r_sb3, r_bf16 = [], [], []
     for _ in range(args.trials):
         r_ours.append(rate(ours, args.steps))
         r_sb3.append(rate(sb3, args.steps))
-        if ours_bf16:
+        if ours_bf16 is not None:
             r_bf16.append(rate(ours_bf16, args.steps))
     a, b = statistics.median(r_ours), statistics.median(r_sb3)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
